@@ -1,0 +1,355 @@
+"""Start and stop the local stack: real Envoy with the canary-router filter, echo
+backends and real KServe model servers, all as processes on 127.0.0.1 and free ports.
+
+Shared by the demo (`envoy/demo.py`) and the integration tests (`tests/`). Standard
+library only, so it runs in the project venv without extra packages.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+ENVOY_BIN = VENV / "bin" / "envoy"
+PYTHON = VENV / "bin" / "python"
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "canary_router.wasm"
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+# --- HTTP client -----------------------------------------------------------------
+
+
+class Response:
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes):
+        self.status = status
+        self.header_list = [(k.lower(), v) for k, v in headers]
+        self.body = body
+
+    def header(self, name: str) -> str | None:
+        values = self.headers_named(name)
+        return values[0] if values else None
+
+    def headers_named(self, name: str) -> list[str]:
+        return [v for k, v in self.header_list if k == name.lower()]
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"Response({self.status}, {self.header_list}, {self.body[:200]!r})"
+
+
+def request(port: int, path: str = "/", host: str | None = None, headers=(),
+            body: bytes | None = None, method: str | None = None,
+            timeout: float = 10.0, conn: http.client.HTTPConnection | None = None) -> Response:
+    """One HTTP/1.1 request to 127.0.0.1:port. `headers` is a list of pairs, so a test
+    can send the same header twice. Pass `conn` to reuse a keep-alive connection."""
+    own = conn is None
+    c = conn or http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        c.putrequest(method or ("POST" if body is not None else "GET"), path,
+                     skip_host=host is not None, skip_accept_encoding=True)
+        if host is not None:
+            c.putheader("Host", host)
+        for k, v in headers:
+            c.putheader(k, v)
+        if body is not None:
+            c.putheader("Content-Length", str(len(body)))
+        c.endheaders(body)
+        r = c.getresponse()
+        return Response(r.status, r.getheaders(), r.read())
+    finally:
+        if own:
+            c.close()
+
+
+def wait_http(port: int, path: str, timeout: float, proc: subprocess.Popen | None = None,
+              what: str = "server") -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready")
+        try:
+            if request(port, path, timeout=1.0).status == 200:
+                return
+        except OSError as e:
+            last = e
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready on port {port} after {timeout}s ({last})")
+
+
+# --- Echo backend ----------------------------------------------------------------
+
+
+class EchoBackend:
+    """An upstream that answers every request with its own name and records what it
+    received, so tests can assert on the authority and headers that reached it."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.received: list[dict] = []
+        self._lock = threading.Lock()
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without this, Nagle and delayed
+            # ACKs add 40 ms to every response.
+            disable_nagle_algorithm = True
+
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                seen = {"method": self.command, "path": self.path,
+                        "headers": [(k.lower(), v) for k, v in self.headers.items()],
+                        "body": body}
+                with backend._lock:
+                    backend.received.append(seen)
+                out = json.dumps({"backend": backend.name}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.send_header("x-backend", backend.name)
+                self.send_header("x-seen-authority", self.headers.get("Host", ""))
+                # An upstream that names itself in the filter's response header, to show
+                # the filter's value replaces it.
+                self.send_header("x-canary-revision", "set-by-upstream")
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def headers_seen(self, name: str) -> list[list[str]]:
+        with self._lock:
+            return [[v for k, v in r["headers"] if k == name] for r in self.received]
+
+    def reset(self):
+        with self._lock:
+            self.received.clear()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- Envoy -----------------------------------------------------------------------
+
+
+def wasm_filter(plugin_config, wasm: Path = WASM, name: str = "canary-router") -> dict:
+    """The HTTP filter entry that loads canary-router with `plugin_config` (a dict, or a
+    raw string to hand over exactly)."""
+    value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name,
+                "root_id": name,
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                  "value": value},
+                "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8",
+                              "code": {"local": {"filename": str(wasm)}}},
+            },
+        },
+    }
+
+
+def envoy_config(listen_port: int, admin_port: int, plugin_config, clusters: dict[str, int],
+                 cluster_header: str = "x-canary-cluster", fallback_cluster: str | None = None,
+                 wasm: Path = WASM) -> dict:
+    """A listener with the filter, a route on `cluster_header`, one cluster per revision
+    (name -> port on 127.0.0.1) and, for requests the filter did not route, either a 404
+    or `fallback_cluster`."""
+    fallback = ({"route": {"cluster": fallback_cluster}} if fallback_cluster else
+                {"direct_response": {"status": 404,
+                                     "body": {"inline_string": "no canary route for this host\n"}}})
+    return {
+        "admin": {"address": {"socket_address": {"address": LOOPBACK, "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "ingress",
+                "address": {"socket_address": {"address": LOOPBACK, "port_value": listen_port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                                 "http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "ingress",
+                        "route_config": {"name": "canary", "virtual_hosts": [{
+                            "name": "all", "domains": ["*"],
+                            "routes": [
+                                {"match": {"prefix": "/", "headers": [
+                                    {"name": cluster_header, "present_match": True}]},
+                                 "route": {"cluster_header": cluster_header, "timeout": "30s"}},
+                                {"match": {"prefix": "/"}, **fallback},
+                            ]}]},
+                        "http_filters": [
+                            wasm_filter(plugin_config, wasm),
+                            {"name": "envoy.filters.http.router", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http."
+                                         "router.v3.Router"}},
+                        ],
+                    },
+                }]}],
+            }],
+            "clusters": [
+                {"name": name, "type": "STATIC", "connect_timeout": "1s",
+                 "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                     {"endpoint": {"address": {"socket_address": {
+                         "address": LOOPBACK, "port_value": port}}}}]}]}}
+                for name, port in clusters.items()
+            ],
+        },
+    }
+
+
+class Envoy:
+    """The real Envoy binary from the venv, started on a generated config."""
+
+    def __init__(self, config: dict, workdir: Path, concurrency: int = 1, name: str = "envoy"):
+        self.config = config
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.workdir / f"{name}.json"
+        self.log_path = self.workdir / f"{name}.log"
+        self.config_path.write_text(json.dumps(config, indent=2))
+        listener = config["static_resources"]["listeners"][0]
+        self.port = listener["address"]["socket_address"]["port_value"]
+        self.admin_port = config["admin"]["address"]["socket_address"]["port_value"]
+        self.concurrency = concurrency
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Envoy":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(ENVOY_BIN), "-c", str(self.config_path), "--concurrency", str(self.concurrency),
+             "--disable-hot-restart", "--log-level", "info"],
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> "Envoy":
+        try:
+            wait_http(self.admin_port, "/ready", timeout, self.proc, "envoy")
+        except Exception as e:
+            raise RuntimeError(f"{e}\n--- envoy log ---\n{self.log()[-4000:]}") from e
+        return self
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """For configurations Envoy must refuse: the exit code."""
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self):
+        stop_process(self.proc)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self):
+        return self.start().wait_ready()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 5.0):
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except (ProcessLookupError, PermissionError):
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+
+
+# --- KServe model servers ----------------------------------------------------------
+
+
+class ModelServer:
+    """A real KServe 0.21 model server (envoy/model_server.py) on a loopback port."""
+
+    def __init__(self, kind: str, workdir: Path, model_name: str = "sklearn-iris"):
+        self.kind = kind
+        self.model_name = model_name
+        self.port = free_port()
+        self.log_path = Path(workdir) / f"model-{kind}-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ModelServer":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(PYTHON), str(ROOT / "envoy" / "model_server.py"), "--kind", self.kind,
+             "--model_name", self.model_name, "--http_port", str(self.port),
+             "--enable_grpc", "false", "--enable_latency_logging", "false",
+             "--configure_logging", "false"],
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> "ModelServer":
+        try:
+            wait_http(self.port, "/v2/health/ready", timeout, self.proc, f"model server {self.kind}")
+        except Exception as e:
+            raise RuntimeError(f"{e}\n--- log ---\n{self.log_path.read_text()[-3000:]}") from e
+        return self
+
+    def stop(self):
+        stop_process(self.proc)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+def predict_v1(port: int, host: str, instances, model: str = "sklearn-iris", headers=()):
+    body = json.dumps({"instances": instances}).encode()
+    return request(port, f"/v1/models/{model}:predict", host=host, body=body,
+                   headers=[("Content-Type", "application/json"), *headers])
+
+
+def infer_v2(port: int, host: str, rows, model: str = "sklearn-iris", headers=()):
+    body = json.dumps({"inputs": [{"name": "input-0", "shape": [len(rows), len(rows[0])],
+                                   "datatype": "FP32", "data": rows}]}).encode()
+    return request(port, f"/v2/models/{model}/infer", host=host, body=body,
+                   headers=[("Content-Type", "application/json"), *headers])
+
+
+def scratch_dir(prefix: str) -> Path:
+    base = ROOT / ".run"
+    base.mkdir(exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+
+
+if __name__ == "__main__":
+    print("stack.py is a library for envoy/demo.py and tests/", file=sys.stderr)

@@ -1,0 +1,445 @@
+//! The plugin configuration: its JSON shape (KServe's and Knative's vocabulary) and its
+//! compilation into a `Router`. Every rule is enforced here, at configure time, so that
+//! a configuration that loads can be routed without a failure path per request.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::error::{ConfigError, ErrorKind};
+use crate::names;
+use crate::router::{
+    HeaderRoute, HostRoute, Revision, Router, Service, TagRoute, DEFAULT_CLUSTER_HEADER,
+    DEFAULT_REVISION_HEADER,
+};
+use crate::split::Split;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    cluster_header: Option<String>,
+    revision_header: Option<String>,
+    #[serde(default)]
+    upstream_revision_header: bool,
+    services: Vec<RawService>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawService {
+    name: String,
+    hosts: Vec<String>,
+    revisions: Vec<RawRevision>,
+    latest_rolledout_revision: Option<String>,
+    latest_ready_revision: Option<String>,
+    canary_traffic_percent: Option<i64>,
+    traffic: Option<Vec<RawTarget>>,
+    #[serde(default)]
+    tag_routing: bool,
+    #[serde(default)]
+    header_routes: Vec<RawHeaderRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRevision {
+    name: String,
+    cluster: String,
+    host: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTarget {
+    revision_name: String,
+    percent: Option<i64>,
+    tag: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawHeaderRoute {
+    header: String,
+    value: String,
+    revision: String,
+}
+
+/// Parses and validates a plugin configuration (the JSON Envoy hands to `on_configure`,
+/// or Istio's `pluginConfig` turned into JSON).
+pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ConfigError::top(ErrorKind::Empty));
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ConfigError::top(ErrorKind::Json {
+            path: String::new(),
+            message: format!("not valid JSON: {e}"),
+        })
+    })?;
+    let raw: RawConfig = serde_path_to_error::deserialize(&value).map_err(|e| json_error(&value, e))?;
+    compile(raw)
+}
+
+/// Names the service a shape error is in, so the message reads like the others.
+fn json_error(value: &serde_json::Value, err: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
+    use serde_path_to_error::Segment;
+    let path = err.path().to_string();
+    let message = err.inner().to_string();
+    let mut segments = err.path().iter();
+    if let (Some(Segment::Map { key }), Some(Segment::Seq { index })) = (segments.next(), segments.next()) {
+        if key == "services" {
+            let name = value
+                .get("services")
+                .and_then(|s| s.get(*index))
+                .and_then(|s| s.get("name"))
+                .and_then(|n| n.as_str());
+            if let Some(name) = name {
+                let prefix = format!("services[{index}].");
+                let inner = path.strip_prefix(&prefix).unwrap_or(&path).to_owned();
+                return ConfigError::in_service(name, ErrorKind::Json { path: inner, message });
+            }
+        }
+    }
+    ConfigError::top(ErrorKind::Json { path, message })
+}
+
+fn compile(raw: RawConfig) -> Result<Router, ConfigError> {
+    let cluster_header = header_field("clusterHeader", raw.cluster_header, DEFAULT_CLUSTER_HEADER)?;
+    let revision_header =
+        header_field("revisionHeader", raw.revision_header, DEFAULT_REVISION_HEADER)?;
+    if cluster_header == revision_header {
+        return Err(ConfigError::top(ErrorKind::InvalidHeaderName {
+            field: "revisionHeader".into(),
+            value: revision_header,
+            reason: "it must differ from clusterHeader",
+        }));
+    }
+    let mut router = Router {
+        cluster_header: cluster_header.into(),
+        revision_header: revision_header.into(),
+        upstream_revision_header: raw.upstream_revision_header,
+        hosts: HashMap::new(),
+        services: Vec::with_capacity(raw.services.len()),
+    };
+    let mut service_names: HashMap<String, usize> = HashMap::with_capacity(raw.services.len());
+    for raw_service in raw.services {
+        let index = router.services.len();
+        let name = raw_service.name.clone();
+        let fail = |kind| ConfigError::in_service(&name, kind);
+        if name.is_empty() {
+            return Err(ConfigError::top(ErrorKind::EmptyValue {
+                field: format!("services[{index}].name"),
+            }));
+        }
+        if service_names.insert(name.clone(), index).is_some() {
+            return Err(fail(ErrorKind::DuplicateService { name: name.clone() }));
+        }
+        let compiled = compile_service(raw_service, &router.cluster_header).map_err(fail)?;
+        register_hosts(&mut router, index, &compiled).map_err(fail)?;
+        router.services.push(compiled.service);
+    }
+    Ok(router)
+}
+
+fn header_field(field: &str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
+    match value {
+        None => Ok(default.to_owned()),
+        Some(v) => names::header_name(&v).map_err(|reason| {
+            ConfigError::top(ErrorKind::InvalidHeaderName {
+                field: field.into(),
+                value: v,
+                reason,
+            })
+        }),
+    }
+}
+
+/// A service ready to route, plus what `register_hosts` needs to fill the host table.
+struct CompiledService {
+    service: Service,
+    hosts: Vec<String>,
+    /// `(tag, revision index)`; only filled when `tagRouting` is on.
+    tags: Vec<(String, usize)>,
+}
+
+fn compile_service(raw: RawService, cluster_header: &str) -> Result<CompiledService, ErrorKind> {
+    let revisions = compile_revisions(raw.revisions)?;
+    let by_name: HashMap<&str, usize> = revisions.iter().enumerate().map(|(i, r)| (&*r.name, i)).collect();
+    let resolve = |field: &str, name: &str| {
+        by_name.get(name).copied().ok_or_else(|| ErrorKind::UnknownRevision {
+            field: field.into(),
+            value: name.into(),
+        })
+    };
+
+    let form = match raw.traffic {
+        Some(traffic) => {
+            let kserve_field = [
+                ("canaryTrafficPercent", raw.canary_traffic_percent.is_some()),
+                ("latestRolledoutRevision", raw.latest_rolledout_revision.is_some()),
+                ("latestReadyRevision", raw.latest_ready_revision.is_some()),
+            ]
+            .into_iter()
+            .find_map(|(f, set)| set.then_some(f));
+            if let Some(kserve_field) = kserve_field {
+                return Err(ErrorKind::MixedForms { kserve_field });
+            }
+            traffic_form(traffic, &resolve)?
+        }
+        None => kserve_form(
+            raw.latest_ready_revision.as_deref(),
+            raw.latest_rolledout_revision.as_deref(),
+            raw.canary_traffic_percent,
+            revisions.len(),
+            &resolve,
+        )?,
+    };
+
+    let mut header_routes = Vec::with_capacity(raw.header_routes.len());
+    for (i, rule) in raw.header_routes.into_iter().enumerate() {
+        let field = format!("headerRoutes[{i}].header");
+        let header = names::header_name(&rule.header).map_err(|reason| ErrorKind::InvalidHeaderName {
+            field: field.clone(),
+            value: rule.header.clone(),
+            reason,
+        })?;
+        if header == cluster_header {
+            return Err(ErrorKind::InvalidHeaderName {
+                field,
+                value: rule.header,
+                reason: "the filter strips clusterHeader from every request",
+            });
+        }
+        if rule.value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+            return Err(ErrorKind::InvalidValue {
+                field: format!("headerRoutes[{i}].value"),
+                value: rule.value,
+                reason: "control characters never arrive in a header",
+            });
+        }
+        let field = format!("headerRoutes[{i}].revision");
+        let by_tag = form.tags.iter().find(|(t, _)| *t == rule.revision).map(|&(_, r)| r);
+        let revision = if form.keywords && matches!(rule.revision.as_str(), "latest" | "prev") {
+            by_tag.ok_or_else(|| ErrorKind::Missing {
+                field: "latestRolledoutRevision",
+                reason: format!("{field} is \"prev\", which needs it"),
+            })?
+        } else {
+            // A revision name first; in the traffic form, then a tag.
+            resolve(&field, &rule.revision).or_else(|e| by_tag.ok_or(e))?
+        };
+        header_routes.push(HeaderRoute {
+            header: header.into(),
+            value: rule.value.into(),
+            revision,
+        });
+    }
+
+    if raw.hosts.is_empty() {
+        return Err(ErrorKind::EmptyValue { field: "hosts".into() });
+    }
+    let hosts = raw
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            names::dns_name(h).map_err(|reason| ErrorKind::InvalidHost {
+                field: format!("hosts[{i}]"),
+                value: h.clone(),
+                reason,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    Ok(CompiledService {
+        service: Service {
+            name: raw.name.into(),
+            revisions,
+            split: form.split,
+            header_routes,
+        },
+        hosts,
+        tags: if raw.tag_routing { form.tags } else { Vec::new() },
+    })
+}
+
+fn compile_revisions(raw: Vec<RawRevision>) -> Result<Vec<Revision>, ErrorKind> {
+    if raw.is_empty() {
+        return Err(ErrorKind::EmptyValue { field: "revisions".into() });
+    }
+    let mut revisions: Vec<Revision> = Vec::with_capacity(raw.len());
+    for (i, r) in raw.into_iter().enumerate() {
+        let field = |f: &str| format!("revisions[{i}].{f}");
+        if r.name.is_empty() {
+            return Err(ErrorKind::EmptyValue { field: field("name") });
+        }
+        if let Err(reason) = names::header_value(&r.name) {
+            return Err(ErrorKind::InvalidValue { field: field("name"), value: r.name, reason });
+        }
+        if revisions.iter().any(|other| *other.name == *r.name) {
+            return Err(ErrorKind::DuplicateRevision { field: field("name"), name: r.name });
+        }
+        if r.cluster.is_empty() {
+            return Err(ErrorKind::EmptyValue { field: field("cluster") });
+        }
+        if let Err(reason) = names::header_value(&r.cluster) {
+            return Err(ErrorKind::InvalidValue { field: field("cluster"), value: r.cluster, reason });
+        }
+        let host = match r.host {
+            None => None,
+            Some(h) => Some(
+                names::authority(&h)
+                    .map_err(|reason| ErrorKind::InvalidHost { field: field("host"), value: h, reason })?
+                    .into_boxed_str(),
+            ),
+        };
+        revisions.push(Revision {
+            name: r.name.into(),
+            cluster: r.cluster.into(),
+            host,
+        });
+    }
+    Ok(revisions)
+}
+
+/// The split and the tags of one service, whichever form it was written in.
+struct Form {
+    split: Split,
+    tags: Vec<(String, usize)>,
+    /// KServe form: header routes say "latest"/"prev" before revision names.
+    keywords: bool,
+}
+
+fn kserve_form(
+    ready: Option<&str>,
+    rolled: Option<&str>,
+    percent: Option<i64>,
+    revision_count: usize,
+    resolve: &dyn Fn(&str, &str) -> Result<usize, ErrorKind>,
+) -> Result<Form, ErrorKind> {
+    let ready = match ready {
+        Some(name) => resolve("latestReadyRevision", name)?,
+        None if revision_count == 1 => 0,
+        None => {
+            return Err(ErrorKind::Missing {
+                field: "latestReadyRevision",
+                reason: format!("the service has {revision_count} revisions; name the one that serves (or gets the canary share)"),
+            })
+        }
+    };
+    let rolled = rolled.map(|name| resolve("latestRolledoutRevision", name)).transpose()?;
+    let percent = match percent {
+        Some(p) if !(0..=100).contains(&p) => {
+            return Err(ErrorKind::PercentOutOfRange { field: "canaryTrafficPercent".into(), value: p })
+        }
+        p => p.map(|p| p as u32),
+    };
+    let split = match (percent, rolled) {
+        // Promoted: the field is absent.
+        (None, _) => Split::new([(ready, 100)]),
+        (Some(_), Some(r)) if r == ready => Split::new([(ready, 100)]),
+        // The canary owns the low buckets.
+        (Some(p), Some(r)) => Split::new([(ready, p), (r, 100 - p)]),
+        (Some(100), None) => Split::new([(ready, 100)]),
+        (Some(_), None) if revision_count == 1 => Split::new([(ready, 100)]),
+        (Some(p), None) => {
+            return Err(ErrorKind::Missing {
+                field: "latestRolledoutRevision",
+                reason: format!(
+                    "canaryTrafficPercent is {p}, so the other {} percent needs a revision to go to",
+                    100 - p
+                ),
+            })
+        }
+    };
+    let mut tags = vec![("latest".to_owned(), ready)];
+    tags.extend(rolled.map(|r| ("prev".to_owned(), r)));
+    Ok(Form { split, tags, keywords: true })
+}
+
+fn traffic_form(
+    traffic: Vec<RawTarget>,
+    resolve: &dyn Fn(&str, &str) -> Result<usize, ErrorKind>,
+) -> Result<Form, ErrorKind> {
+    if traffic.is_empty() {
+        return Err(ErrorKind::EmptyValue { field: "traffic".into() });
+    }
+    let mut weights = Vec::with_capacity(traffic.len());
+    let mut tags: Vec<(String, usize)> = Vec::new();
+    let mut sum: i64 = 0;
+    for (i, target) in traffic.into_iter().enumerate() {
+        let revision = resolve(&format!("traffic[{i}].revisionName"), &target.revision_name)?;
+        let percent = target.percent.unwrap_or(0);
+        if !(0..=100).contains(&percent) {
+            return Err(ErrorKind::PercentOutOfRange { field: format!("traffic[{i}].percent"), value: percent });
+        }
+        sum += percent;
+        weights.push((revision, percent as u32));
+        if let Some(raw_tag) = target.tag {
+            let field = format!("traffic[{i}].tag");
+            let tag = names::tag(&raw_tag).map_err(|reason| ErrorKind::InvalidTag {
+                field: field.clone(),
+                value: raw_tag.clone(),
+                reason,
+            })?;
+            if tags.iter().any(|(t, _)| *t == tag) {
+                return Err(ErrorKind::DuplicateTag { field, tag });
+            }
+            tags.push((tag, revision));
+        }
+    }
+    if sum != 100 {
+        return Err(ErrorKind::TrafficSum { sum });
+    }
+    Ok(Form { split: Split::new(weights), tags, keywords: false })
+}
+
+/// Adds a service's hosts and, with tag routing, its `<tag>-<host>` names to the table.
+fn register_hosts(router: &mut Router, index: usize, compiled: &CompiledService) -> Result<(), ErrorKind> {
+    for (i, host) in compiled.hosts.iter().enumerate() {
+        let route = HostRoute { service: index, tag: None };
+        claim(router, &compiled.service.name, format!("hosts[{i}]"), host.clone(), route)?;
+    }
+    for host in &compiled.hosts {
+        for (tag, revision) in &compiled.tags {
+            let route = HostRoute {
+                service: index,
+                tag: Some(TagRoute { revision: *revision, authority: host.as_str().into() }),
+            };
+            claim(router, &compiled.service.name, format!("tag {tag:?} on host {host:?}"), format!("{tag}-{host}"), route)?;
+        }
+    }
+    Ok(())
+}
+
+fn claim(router: &mut Router, service: &str, field: String, host: String, route: HostRoute) -> Result<(), ErrorKind> {
+    if let Some(existing) = router.hosts.get(host.as_str()) {
+        let owner = router.services.get(existing.service).map_or(service, |s| &*s.name);
+        let other = match (existing.tag.is_some(), owner == service) {
+            (false, false) => format!("service {owner:?}"),
+            (true, false) => format!("a tag host of service {owner:?}"),
+            (false, true) => "another host of this service".to_owned(),
+            (true, true) => "another tag host of this service".to_owned(),
+        };
+        return Err(ErrorKind::HostConflict { field, host, other });
+    }
+    router.hosts.insert(host.into(), route);
+    Ok(())
+}
+
+impl Router {
+    /// One line for the log after a configuration loads: each service's split
+    /// (the first few; a 10,000-service config would flood the log).
+    pub fn summary(&self) -> String {
+        const SHOWN: usize = 5;
+        let mut out = format!("{} service(s), {} host(s)", self.services.len(), self.hosts.len());
+        for service in self.services.iter().take(SHOWN) {
+            let split: Vec<String> = service.split_percents().map(|(rev, pct)| format!("{rev} {pct}%")).collect();
+            out.push_str(&format!("; {}: {}", service.name(), split.join(", ")));
+        }
+        if self.services.len() > SHOWN {
+            out.push_str(&format!("; and {} more", self.services.len() - SHOWN));
+        }
+        out
+    }
+}

@@ -1,0 +1,20 @@
+//! canary-router: a proxy-wasm HTTP filter that performs KServe-style canary releases
+//! of model inference services inside an Envoy or Istio ingress gateway.
+//!
+//! The pure logic (configuration model, host parsing, selection) lives in plain modules
+//! tested on the host; `filter` is the thin proxy-wasm glue, built only for wasm.
+
+pub mod authority;
+pub mod config;
+pub mod error;
+pub mod names;
+pub mod rng;
+pub mod router;
+pub mod split;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
+
+pub use config::parse;
+pub use error::{ConfigError, ErrorKind};
+pub use router::{Choice, Decision, Router};

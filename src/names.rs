@@ -1,0 +1,182 @@
+//! Validation of the names a configuration carries into headers and host lookups.
+//! Everything is checked once, at configure time, so the request path can trust it.
+
+/// Longest DNS name (RFC 1035) a configured host may have.
+pub const MAX_HOST_LEN: usize = 253;
+/// Longest DNS label, and so the longest tag.
+pub const MAX_LABEL_LEN: usize = 63;
+
+/// Headers the filter must never set or match on: framing, hop-by-hop and the ones the
+/// model server needs untouched (KServe V1 answers 500 unless `content-type` is exact).
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "upgrade",
+];
+
+/// A configured host: a DNS name without port or wildcard, returned in lowercase.
+pub fn dns_name(value: &str) -> Result<String, &'static str> {
+    let name = value.strip_suffix('.').unwrap_or(value);
+    if name.is_empty() {
+        return Err("empty");
+    }
+    if name.len() > MAX_HOST_LEN {
+        return Err("longer than 253 characters");
+    }
+    if name.contains('*') {
+        return Err("wildcards are not supported");
+    }
+    if name.contains(':') {
+        return Err("a configured host has no port (ports are ignored when matching)");
+    }
+    for label in name.split('.') {
+        dns_label(label)?;
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// An authority to send upstream: a DNS name with an optional `:port`.
+pub fn authority(value: &str) -> Result<String, &'static str> {
+    match value.rsplit_once(':') {
+        Some((host, port)) => {
+            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("the port must be a number");
+            }
+            match port.parse::<u16>() {
+                Ok(p) if p > 0 => Ok(format!("{}:{port}", dns_name(host)?)),
+                _ => Err("the port must be in 1..65535"),
+            }
+        }
+        None => dns_name(value),
+    }
+}
+
+/// One DNS label: letters, digits and inner hyphens, 1 to 63 characters.
+pub fn dns_label(label: &str) -> Result<(), &'static str> {
+    if label.is_empty() {
+        return Err("empty label");
+    }
+    if label.len() > MAX_LABEL_LEN {
+        return Err("a label is longer than 63 characters");
+    }
+    if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err("only letters, digits, '-' and '.' are allowed");
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err("a label must not start or end with '-'");
+    }
+    Ok(())
+}
+
+/// A tag: one DNS label, lowercased, since it becomes the first label of `<tag>-<host>`.
+pub fn tag(value: &str) -> Result<String, &'static str> {
+    dns_label(value)?;
+    Ok(value.to_ascii_lowercase())
+}
+
+/// A header name the filter sets or reads: an RFC 9110 token, returned in lowercase
+/// (Envoy keeps header names lowercase).
+pub fn header_name(value: &str) -> Result<String, &'static str> {
+    if value.is_empty() {
+        return Err("empty");
+    }
+    if value.starts_with(':') {
+        return Err("pseudo-headers cannot be used");
+    }
+    if !value.bytes().all(is_tchar) {
+        return Err("only letters, digits and !#$%&'*+-.^_`|~ are allowed");
+    }
+    let lower = value.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str()) {
+        return Err("reserved: the filter never touches this header");
+    }
+    Ok(lower)
+}
+
+/// A value the filter writes into a header (cluster and revision names): visible ASCII
+/// and inner spaces only, so it can never split or corrupt a header.
+pub fn header_value(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        return Err("empty");
+    }
+    if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err("only printable ASCII characters are allowed");
+    }
+    if value.starts_with(' ') || value.ends_with(' ') {
+        return Err("leading or trailing spaces");
+    }
+    Ok(())
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_names_are_lowercased_and_checked() {
+        assert_eq!(dns_name("Sklearn-Iris.Example.COM").as_deref(), Ok("sklearn-iris.example.com"));
+        assert_eq!(dns_name("a.example.com.").as_deref(), Ok("a.example.com"));
+        assert!(dns_name("").is_err());
+        assert!(dns_name(".").is_err());
+        assert!(dns_name("*.example.com").is_err());
+        assert!(dns_name("a.example.com:8080").is_err());
+        assert!(dns_name("a..b").is_err());
+        assert!(dns_name("-a.b").is_err());
+        assert!(dns_name("a_b.c").is_err());
+        assert!(dns_name("bücher.de").is_err());
+        assert!(dns_name(&"a".repeat(64)).is_err());
+        let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
+        assert_eq!(long.len(), 253);
+        assert!(dns_name(&long).is_ok());
+        assert!(dns_name(&format!("{long}e")).is_err());
+    }
+
+    #[test]
+    fn authorities_allow_a_port() {
+        assert_eq!(authority("Svc.NS.svc.cluster.local:8080").as_deref(), Ok("svc.ns.svc.cluster.local:8080"));
+        assert_eq!(authority("svc").as_deref(), Ok("svc"));
+        assert!(authority("svc:").is_err());
+        assert!(authority("svc:0").is_err());
+        assert!(authority("svc:65536").is_err());
+        assert!(authority("svc:http").is_err());
+        assert!(authority("[::1]:80").is_err());
+    }
+
+    #[test]
+    fn header_names() {
+        assert_eq!(header_name("X-Canary-Cluster").as_deref(), Ok("x-canary-cluster"));
+        assert!(header_name("").is_err());
+        assert!(header_name(":authority").is_err());
+        assert!(header_name("x canary").is_err());
+        assert!(header_name("x-canary\n").is_err());
+        assert!(header_name("Content-Type").is_err());
+        assert!(header_name("host").is_err());
+    }
+
+    #[test]
+    fn header_values() {
+        assert!(header_value("outbound|80||svc.ns.svc.cluster.local").is_ok());
+        assert!(header_value("").is_err());
+        assert!(header_value("a\r\nb").is_err());
+        assert!(header_value(" a").is_err());
+        assert!(header_value("é").is_err());
+    }
+
+    #[test]
+    fn tags() {
+        assert_eq!(tag("Canary").as_deref(), Ok("canary"));
+        assert!(tag("").is_err());
+        assert!(tag("a.b").is_err());
+        assert!(tag("-a").is_err());
+    }
+}
