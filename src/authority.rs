@@ -47,7 +47,10 @@ mod tests {
 
     #[test]
     fn normalises_case_port_and_trailing_dot() {
-        assert_eq!(key("Sklearn-Iris.Example.com").as_deref(), Some("sklearn-iris.example.com"));
+        assert_eq!(
+            key("Sklearn-Iris.Example.com").as_deref(),
+            Some("sklearn-iris.example.com")
+        );
         assert_eq!(key("a.example.com:8080").as_deref(), Some("a.example.com"));
         assert_eq!(key("a.example.com.").as_deref(), Some("a.example.com"));
         assert_eq!(key("A.EXAMPLE.COM.:80").as_deref(), Some("a.example.com"));
@@ -65,6 +68,9 @@ mod tests {
         assert_eq!(key("a:b:c"), None);
         assert_eq!(key("bücher.de"), None);
         assert_eq!(key(&"a".repeat(KEY_CAPACITY + 1)), None);
-        assert_eq!(key(&"a".repeat(KEY_CAPACITY)).map(|k| k.len()), Some(KEY_CAPACITY));
+        assert_eq!(
+            key(&"a".repeat(KEY_CAPACITY)).map(|k| k.len()),
+            Some(KEY_CAPACITY)
+        );
     }
 }

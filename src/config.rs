@@ -76,17 +76,23 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
             message: format!("not valid JSON: {e}"),
         })
     })?;
-    let raw: RawConfig = serde_path_to_error::deserialize(&value).map_err(|e| json_error(&value, e))?;
+    let raw: RawConfig =
+        serde_path_to_error::deserialize(&value).map_err(|e| json_error(&value, e))?;
     compile(raw)
 }
 
 /// Names the service a shape error is in, so the message reads like the others.
-fn json_error(value: &serde_json::Value, err: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
+fn json_error(
+    value: &serde_json::Value,
+    err: serde_path_to_error::Error<serde_json::Error>,
+) -> ConfigError {
     use serde_path_to_error::Segment;
     let path = err.path().to_string();
     let message = err.inner().to_string();
     let mut segments = err.path().iter();
-    if let (Some(Segment::Map { key }), Some(Segment::Seq { index })) = (segments.next(), segments.next()) {
+    if let (Some(Segment::Map { key }), Some(Segment::Seq { index })) =
+        (segments.next(), segments.next())
+    {
         if key == "services" {
             let name = value
                 .get("services")
@@ -96,7 +102,13 @@ fn json_error(value: &serde_json::Value, err: serde_path_to_error::Error<serde_j
             if let Some(name) = name {
                 let prefix = format!("services[{index}].");
                 let inner = path.strip_prefix(&prefix).unwrap_or(&path).to_owned();
-                return ConfigError::in_service(name, ErrorKind::Json { path: inner, message });
+                return ConfigError::in_service(
+                    name,
+                    ErrorKind::Json {
+                        path: inner,
+                        message,
+                    },
+                );
             }
         }
     }
@@ -105,8 +117,11 @@ fn json_error(value: &serde_json::Value, err: serde_path_to_error::Error<serde_j
 
 fn compile(raw: RawConfig) -> Result<Router, ConfigError> {
     let cluster_header = header_field("clusterHeader", raw.cluster_header, DEFAULT_CLUSTER_HEADER)?;
-    let revision_header =
-        header_field("revisionHeader", raw.revision_header, DEFAULT_REVISION_HEADER)?;
+    let revision_header = header_field(
+        "revisionHeader",
+        raw.revision_header,
+        DEFAULT_REVISION_HEADER,
+    )?;
     if cluster_header == revision_header {
         return Err(ConfigError::top(ErrorKind::InvalidHeaderName {
             field: "revisionHeader".into(),
@@ -164,19 +179,29 @@ struct CompiledService {
 
 fn compile_service(raw: RawService, cluster_header: &str) -> Result<CompiledService, ErrorKind> {
     let revisions = compile_revisions(raw.revisions)?;
-    let by_name: HashMap<&str, usize> = revisions.iter().enumerate().map(|(i, r)| (&*r.name, i)).collect();
+    let by_name: HashMap<&str, usize> = revisions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (&*r.name, i))
+        .collect();
     let resolve = |field: &str, name: &str| {
-        by_name.get(name).copied().ok_or_else(|| ErrorKind::UnknownRevision {
-            field: field.into(),
-            value: name.into(),
-        })
+        by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| ErrorKind::UnknownRevision {
+                field: field.into(),
+                value: name.into(),
+            })
     };
 
     let form = match raw.traffic {
         Some(traffic) => {
             let kserve_field = [
                 ("canaryTrafficPercent", raw.canary_traffic_percent.is_some()),
-                ("latestRolledoutRevision", raw.latest_rolledout_revision.is_some()),
+                (
+                    "latestRolledoutRevision",
+                    raw.latest_rolledout_revision.is_some(),
+                ),
                 ("latestReadyRevision", raw.latest_ready_revision.is_some()),
             ]
             .into_iter()
@@ -198,11 +223,12 @@ fn compile_service(raw: RawService, cluster_header: &str) -> Result<CompiledServ
     let mut header_routes = Vec::with_capacity(raw.header_routes.len());
     for (i, rule) in raw.header_routes.into_iter().enumerate() {
         let field = format!("headerRoutes[{i}].header");
-        let header = names::header_name(&rule.header).map_err(|reason| ErrorKind::InvalidHeaderName {
-            field: field.clone(),
-            value: rule.header.clone(),
-            reason,
-        })?;
+        let header =
+            names::header_name(&rule.header).map_err(|reason| ErrorKind::InvalidHeaderName {
+                field: field.clone(),
+                value: rule.header.clone(),
+                reason,
+            })?;
         if header == cluster_header {
             return Err(ErrorKind::InvalidHeaderName {
                 field,
@@ -210,7 +236,11 @@ fn compile_service(raw: RawService, cluster_header: &str) -> Result<CompiledServ
                 reason: "the filter strips clusterHeader from every request",
             });
         }
-        if rule.value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+        if rule
+            .value
+            .bytes()
+            .any(|b| b.is_ascii_control() && b != b'\t')
+        {
             return Err(ErrorKind::InvalidValue {
                 field: format!("headerRoutes[{i}].value"),
                 value: rule.value,
@@ -218,7 +248,11 @@ fn compile_service(raw: RawService, cluster_header: &str) -> Result<CompiledServ
             });
         }
         let field = format!("headerRoutes[{i}].revision");
-        let by_tag = form.tags.iter().find(|(t, _)| *t == rule.revision).map(|&(_, r)| r);
+        let by_tag = form
+            .tags
+            .iter()
+            .find(|(t, _)| *t == rule.revision)
+            .map(|&(_, r)| r);
         let revision = if form.keywords && matches!(rule.revision.as_str(), "latest" | "prev") {
             by_tag.ok_or_else(|| ErrorKind::Missing {
                 field: "latestRolledoutRevision",
@@ -236,7 +270,9 @@ fn compile_service(raw: RawService, cluster_header: &str) -> Result<CompiledServ
     }
 
     if raw.hosts.is_empty() {
-        return Err(ErrorKind::EmptyValue { field: "hosts".into() });
+        return Err(ErrorKind::EmptyValue {
+            field: "hosts".into(),
+        });
     }
     let hosts = raw
         .hosts
@@ -259,37 +295,62 @@ fn compile_service(raw: RawService, cluster_header: &str) -> Result<CompiledServ
             header_routes,
         },
         hosts,
-        tags: if raw.tag_routing { form.tags } else { Vec::new() },
+        tags: if raw.tag_routing {
+            form.tags
+        } else {
+            Vec::new()
+        },
     })
 }
 
 fn compile_revisions(raw: Vec<RawRevision>) -> Result<Vec<Revision>, ErrorKind> {
     if raw.is_empty() {
-        return Err(ErrorKind::EmptyValue { field: "revisions".into() });
+        return Err(ErrorKind::EmptyValue {
+            field: "revisions".into(),
+        });
     }
     let mut revisions: Vec<Revision> = Vec::with_capacity(raw.len());
     for (i, r) in raw.into_iter().enumerate() {
         let field = |f: &str| format!("revisions[{i}].{f}");
         if r.name.is_empty() {
-            return Err(ErrorKind::EmptyValue { field: field("name") });
+            return Err(ErrorKind::EmptyValue {
+                field: field("name"),
+            });
         }
         if let Err(reason) = names::header_value(&r.name) {
-            return Err(ErrorKind::InvalidValue { field: field("name"), value: r.name, reason });
+            return Err(ErrorKind::InvalidValue {
+                field: field("name"),
+                value: r.name,
+                reason,
+            });
         }
         if revisions.iter().any(|other| *other.name == *r.name) {
-            return Err(ErrorKind::DuplicateRevision { field: field("name"), name: r.name });
+            return Err(ErrorKind::DuplicateRevision {
+                field: field("name"),
+                name: r.name,
+            });
         }
         if r.cluster.is_empty() {
-            return Err(ErrorKind::EmptyValue { field: field("cluster") });
+            return Err(ErrorKind::EmptyValue {
+                field: field("cluster"),
+            });
         }
         if let Err(reason) = names::header_value(&r.cluster) {
-            return Err(ErrorKind::InvalidValue { field: field("cluster"), value: r.cluster, reason });
+            return Err(ErrorKind::InvalidValue {
+                field: field("cluster"),
+                value: r.cluster,
+                reason,
+            });
         }
         let host = match r.host {
             None => None,
             Some(h) => Some(
                 names::authority(&h)
-                    .map_err(|reason| ErrorKind::InvalidHost { field: field("host"), value: h, reason })?
+                    .map_err(|reason| ErrorKind::InvalidHost {
+                        field: field("host"),
+                        value: h,
+                        reason,
+                    })?
                     .into_boxed_str(),
             ),
         };
@@ -327,10 +388,15 @@ fn kserve_form(
             })
         }
     };
-    let rolled = rolled.map(|name| resolve("latestRolledoutRevision", name)).transpose()?;
+    let rolled = rolled
+        .map(|name| resolve("latestRolledoutRevision", name))
+        .transpose()?;
     let percent = match percent {
         Some(p) if !(0..=100).contains(&p) => {
-            return Err(ErrorKind::PercentOutOfRange { field: "canaryTrafficPercent".into(), value: p })
+            return Err(ErrorKind::PercentOutOfRange {
+                field: "canaryTrafficPercent".into(),
+                value: p,
+            })
         }
         p => p.map(|p| p as u32),
     };
@@ -342,19 +408,21 @@ fn kserve_form(
         (Some(p), Some(r)) => Split::new([(ready, p), (r, 100 - p)]),
         (Some(100), None) => Split::new([(ready, 100)]),
         (Some(_), None) if revision_count == 1 => Split::new([(ready, 100)]),
-        (Some(p), None) => {
-            return Err(ErrorKind::Missing {
-                field: "latestRolledoutRevision",
-                reason: format!(
-                    "canaryTrafficPercent is {p}, so the other {} percent needs a revision to go to",
-                    100 - p
-                ),
-            })
-        }
+        (Some(p), None) => return Err(ErrorKind::Missing {
+            field: "latestRolledoutRevision",
+            reason: format!(
+                "canaryTrafficPercent is {p}, so the other {} percent needs a revision to go to",
+                100 - p
+            ),
+        }),
     };
     let mut tags = vec![("latest".to_owned(), ready)];
     tags.extend(rolled.map(|r| ("prev".to_owned(), r)));
-    Ok(Form { split, tags, keywords: true })
+    Ok(Form {
+        split,
+        tags,
+        keywords: true,
+    })
 }
 
 fn traffic_form(
@@ -362,7 +430,9 @@ fn traffic_form(
     resolve: &dyn Fn(&str, &str) -> Result<usize, ErrorKind>,
 ) -> Result<Form, ErrorKind> {
     if traffic.is_empty() {
-        return Err(ErrorKind::EmptyValue { field: "traffic".into() });
+        return Err(ErrorKind::EmptyValue {
+            field: "traffic".into(),
+        });
     }
     let mut weights = Vec::with_capacity(traffic.len());
     let mut tags: Vec<(String, usize)> = Vec::new();
@@ -371,7 +441,10 @@ fn traffic_form(
         let revision = resolve(&format!("traffic[{i}].revisionName"), &target.revision_name)?;
         let percent = target.percent.unwrap_or(0);
         if !(0..=100).contains(&percent) {
-            return Err(ErrorKind::PercentOutOfRange { field: format!("traffic[{i}].percent"), value: percent });
+            return Err(ErrorKind::PercentOutOfRange {
+                field: format!("traffic[{i}].percent"),
+                value: percent,
+            });
         }
         sum += percent;
         weights.push((revision, percent as u32));
@@ -391,30 +464,65 @@ fn traffic_form(
     if sum != 100 {
         return Err(ErrorKind::TrafficSum { sum });
     }
-    Ok(Form { split: Split::new(weights), tags, keywords: false })
+    Ok(Form {
+        split: Split::new(weights),
+        tags,
+        keywords: false,
+    })
 }
 
 /// Adds a service's hosts and, with tag routing, its `<tag>-<host>` names to the table.
-fn register_hosts(router: &mut Router, index: usize, compiled: &CompiledService) -> Result<(), ErrorKind> {
+fn register_hosts(
+    router: &mut Router,
+    index: usize,
+    compiled: &CompiledService,
+) -> Result<(), ErrorKind> {
     for (i, host) in compiled.hosts.iter().enumerate() {
-        let route = HostRoute { service: index, tag: None };
-        claim(router, &compiled.service.name, format!("hosts[{i}]"), host.clone(), route)?;
+        let route = HostRoute {
+            service: index,
+            tag: None,
+        };
+        claim(
+            router,
+            &compiled.service.name,
+            format!("hosts[{i}]"),
+            host.clone(),
+            route,
+        )?;
     }
     for host in &compiled.hosts {
         for (tag, revision) in &compiled.tags {
             let route = HostRoute {
                 service: index,
-                tag: Some(TagRoute { revision: *revision, authority: host.as_str().into() }),
+                tag: Some(TagRoute {
+                    revision: *revision,
+                    authority: host.as_str().into(),
+                }),
             };
-            claim(router, &compiled.service.name, format!("tag {tag:?} on host {host:?}"), format!("{tag}-{host}"), route)?;
+            claim(
+                router,
+                &compiled.service.name,
+                format!("tag {tag:?} on host {host:?}"),
+                format!("{tag}-{host}"),
+                route,
+            )?;
         }
     }
     Ok(())
 }
 
-fn claim(router: &mut Router, service: &str, field: String, host: String, route: HostRoute) -> Result<(), ErrorKind> {
+fn claim(
+    router: &mut Router,
+    service: &str,
+    field: String,
+    host: String,
+    route: HostRoute,
+) -> Result<(), ErrorKind> {
     if let Some(existing) = router.hosts.get(host.as_str()) {
-        let owner = router.services.get(existing.service).map_or(service, |s| &*s.name);
+        let owner = router
+            .services
+            .get(existing.service)
+            .map_or(service, |s| &*s.name);
         let other = match (existing.tag.is_some(), owner == service) {
             (false, false) => format!("service {owner:?}"),
             (true, false) => format!("a tag host of service {owner:?}"),
@@ -432,9 +540,16 @@ impl Router {
     /// (the first few; a 10,000-service config would flood the log).
     pub fn summary(&self) -> String {
         const SHOWN: usize = 5;
-        let mut out = format!("{} service(s), {} host(s)", self.services.len(), self.hosts.len());
+        let mut out = format!(
+            "{} service(s), {} host(s)",
+            self.services.len(),
+            self.hosts.len()
+        );
         for service in self.services.iter().take(SHOWN) {
-            let split: Vec<String> = service.split_percents().map(|(rev, pct)| format!("{rev} {pct}%")).collect();
+            let split: Vec<String> = service
+                .split_percents()
+                .map(|(rev, pct)| format!("{rev} {pct}%"))
+                .collect();
             out.push_str(&format!("; {}: {}", service.name(), split.join(", ")));
         }
         if self.services.len() > SHOWN {
@@ -443,3 +558,7 @@ impl Router {
         out
     }
 }
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -16,23 +16,69 @@ pub enum ErrorKind {
     /// No configuration bytes at all.
     Empty,
     /// Not JSON, unknown field, or a value of the wrong type; `path` locates it.
-    Json { path: String, message: String },
-    PercentOutOfRange { field: String, value: i64 },
-    TrafficSum { sum: i64 },
-    UnknownRevision { field: String, value: String },
-    DuplicateRevision { field: String, name: String },
-    DuplicateService { name: String },
-    DuplicateTag { field: String, tag: String },
+    Json {
+        path: String,
+        message: String,
+    },
+    PercentOutOfRange {
+        field: String,
+        value: i64,
+    },
+    TrafficSum {
+        sum: i64,
+    },
+    UnknownRevision {
+        field: String,
+        value: String,
+    },
+    DuplicateRevision {
+        field: String,
+        name: String,
+    },
+    DuplicateService {
+        name: String,
+    },
+    DuplicateTag {
+        field: String,
+        tag: String,
+    },
     /// A host (or generated tag host) that two services, or two tags, would both answer.
-    HostConflict { field: String, host: String, other: String },
-    EmptyValue { field: String },
-    InvalidHeaderName { field: String, value: String, reason: &'static str },
-    InvalidHost { field: String, value: String, reason: &'static str },
-    InvalidTag { field: String, value: String, reason: &'static str },
-    InvalidValue { field: String, value: String, reason: &'static str },
+    HostConflict {
+        field: String,
+        host: String,
+        other: String,
+    },
+    EmptyValue {
+        field: String,
+    },
+    InvalidHeaderName {
+        field: String,
+        value: String,
+        reason: &'static str,
+    },
+    InvalidHost {
+        field: String,
+        value: String,
+        reason: &'static str,
+    },
+    InvalidTag {
+        field: String,
+        value: String,
+        reason: &'static str,
+    },
+    InvalidValue {
+        field: String,
+        value: String,
+        reason: &'static str,
+    },
     /// KServe fields and the Knative `traffic` list in one service.
-    MixedForms { kserve_field: &'static str },
-    Missing { field: &'static str, reason: String },
+    MixedForms {
+        kserve_field: &'static str,
+    },
+    Missing {
+        field: &'static str,
+        reason: String,
+    },
 }
 
 impl ConfigError {
@@ -87,7 +133,9 @@ impl fmt::Display for ErrorKind {
             ErrorKind::DuplicateService { name } => {
                 write!(f, "name: service name {name:?} is used twice")
             }
-            ErrorKind::DuplicateTag { field, tag } => write!(f, "{field}: tag {tag:?} is used twice"),
+            ErrorKind::DuplicateTag { field, tag } => {
+                write!(f, "{field}: tag {tag:?} is used twice")
+            }
             ErrorKind::HostConflict { field, host, other } => {
                 write!(f, "{field}: host {host:?} is already claimed by {other}")
             }
@@ -96,7 +144,10 @@ impl fmt::Display for ErrorKind {
                 field,
                 value,
                 reason,
-            } => write!(f, "{field}: {value:?} is not a usable header name: {reason}"),
+            } => write!(
+                f,
+                "{field}: {value:?} is not a usable header name: {reason}"
+            ),
             ErrorKind::InvalidHost {
                 field,
                 value,

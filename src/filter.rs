@@ -98,7 +98,8 @@ impl HttpContext for CanaryHttp {
         let route = authority.as_deref().and_then(|a| router.lookup(a));
         let decision = route.and_then(|route| {
             let mut rng = self.rng.get();
-            let decision = router.decide(route, |name| self.get_http_request_header(name), &mut rng);
+            let decision =
+                router.decide(route, |name| self.get_http_request_header(name), &mut rng);
             self.rng.set(rng);
             decision
         });

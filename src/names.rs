@@ -65,7 +65,10 @@ pub fn dns_label(label: &str) -> Result<(), &'static str> {
     if label.len() > MAX_LABEL_LEN {
         return Err("a label is longer than 63 characters");
     }
-    if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         return Err("only letters, digits, '-' and '.' are allowed");
     }
     if label.starts_with('-') || label.ends_with('-') {
@@ -124,7 +127,10 @@ mod tests {
 
     #[test]
     fn dns_names_are_lowercased_and_checked() {
-        assert_eq!(dns_name("Sklearn-Iris.Example.COM").as_deref(), Ok("sklearn-iris.example.com"));
+        assert_eq!(
+            dns_name("Sklearn-Iris.Example.COM").as_deref(),
+            Ok("sklearn-iris.example.com")
+        );
         assert_eq!(dns_name("a.example.com.").as_deref(), Ok("a.example.com"));
         assert!(dns_name("").is_err());
         assert!(dns_name(".").is_err());
@@ -135,7 +141,13 @@ mod tests {
         assert!(dns_name("a_b.c").is_err());
         assert!(dns_name("bücher.de").is_err());
         assert!(dns_name(&"a".repeat(64)).is_err());
-        let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
+        let long = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+        ]
+        .join(".");
         assert_eq!(long.len(), 253);
         assert!(dns_name(&long).is_ok());
         assert!(dns_name(&format!("{long}e")).is_err());
@@ -143,7 +155,10 @@ mod tests {
 
     #[test]
     fn authorities_allow_a_port() {
-        assert_eq!(authority("Svc.NS.svc.cluster.local:8080").as_deref(), Ok("svc.ns.svc.cluster.local:8080"));
+        assert_eq!(
+            authority("Svc.NS.svc.cluster.local:8080").as_deref(),
+            Ok("svc.ns.svc.cluster.local:8080")
+        );
         assert_eq!(authority("svc").as_deref(), Ok("svc"));
         assert!(authority("svc:").is_err());
         assert!(authority("svc:0").is_err());
@@ -154,7 +169,10 @@ mod tests {
 
     #[test]
     fn header_names() {
-        assert_eq!(header_name("X-Canary-Cluster").as_deref(), Ok("x-canary-cluster"));
+        assert_eq!(
+            header_name("X-Canary-Cluster").as_deref(),
+            Ok("x-canary-cluster")
+        );
         assert!(header_name("").is_err());
         assert!(header_name(":authority").is_err());
         assert!(header_name("x canary").is_err());

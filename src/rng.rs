@@ -46,14 +46,18 @@ mod tests {
 
     #[test]
     fn different_seeds_differ() {
-        let a: Vec<u64> = (0..4).map({
-            let mut r = Rng::new(1);
-            move |_| r.next_u64()
-        }).collect();
-        let b: Vec<u64> = (0..4).map({
-            let mut r = Rng::new(2);
-            move |_| r.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::new(1);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::new(2);
+                move |_| r.next_u64()
+            })
+            .collect();
         assert_ne!(a, b);
     }
 }

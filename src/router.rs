@@ -115,7 +115,12 @@ impl Router {
     /// Picks the revision: tag, then header routes (first match), then the split.
     /// `header` reads one request header; it is called at most once per rule, and only
     /// for untagged requests of services that have rules.
-    pub fn decide<'a, H>(&'a self, route: &'a HostRoute, mut header: H, rng: &mut Rng) -> Option<Decision<'a>>
+    pub fn decide<'a, H>(
+        &'a self,
+        route: &'a HostRoute,
+        mut header: H,
+        rng: &mut Rng,
+    ) -> Option<Decision<'a>>
     where
         H: FnMut(&str) -> Option<String>,
     {
@@ -174,9 +179,9 @@ impl Service {
 
     /// `(revision name, percent)` of the split, in bucket order, for logs and status.
     pub fn split_percents(&self) -> impl Iterator<Item = (&str, u32)> + '_ {
-        self.split.percents().filter_map(move |(rev, pct)| {
-            self.revisions.get(rev).map(|r| (&*r.name, pct))
-        })
+        self.split
+            .percents()
+            .filter_map(move |(rev, pct)| self.revisions.get(rev).map(|r| (&*r.name, pct)))
     }
 }
 
@@ -187,5 +192,198 @@ impl HostRoute {
 
     pub fn is_tagged(&self) -> bool {
         self.tag.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::parse;
+
+    fn router() -> Router {
+        let cfg = json!({"services": [
+            {"name": "iris", "hosts": ["iris.example.com"], "tagRouting": true,
+             "revisions": [{"name": "r1", "cluster": "c1"},
+                           {"name": "r2", "cluster": "c2", "host": "r2.ns.svc.cluster.local"}],
+             "latestRolledoutRevision": "r1", "latestReadyRevision": "r2", "canaryTrafficPercent": 10,
+             "headerRoutes": [{"header": "traffic", "value": "test", "revision": "latest"},
+                              {"header": "traffic", "value": "old", "revision": "prev"},
+                              {"header": "x-user", "value": "qa", "revision": "r2"}]},
+            {"name": "other", "hosts": ["other.example.com"],
+             "revisions": [{"name": "o1", "cluster": "oc1"}]}
+        ]});
+        parse(cfg.to_string().as_bytes()).unwrap()
+    }
+
+    fn decide<'a>(
+        r: &'a Router,
+        host: &str,
+        headers: &[(&str, &str)],
+        rng: &mut Rng,
+    ) -> Option<Decision<'a>> {
+        let route = r.lookup(host)?;
+        r.decide(
+            route,
+            |name| {
+                headers
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            },
+            rng,
+        )
+    }
+
+    #[test]
+    fn unknown_hosts_are_not_routed() {
+        let r = router();
+        let mut rng = Rng::new(1);
+        for host in [
+            "",
+            "example.com",
+            "latest-other.example.com",
+            "prev-unknown.com",
+            "[::1]:80",
+            "iris.example.com.evil",
+        ] {
+            assert!(decide(&r, host, &[], &mut rng).is_none(), "{host}");
+        }
+    }
+
+    #[test]
+    fn tags_win_over_header_routes() {
+        let r = router();
+        let d = decide(
+            &r,
+            "prev-iris.example.com:8080",
+            &[("traffic", "test")],
+            &mut Rng::new(1),
+        )
+        .unwrap();
+        assert_eq!(
+            (d.revision, d.cluster, d.authority),
+            ("r1", "c1", Some("iris.example.com"))
+        );
+        // The revision's own host wins over the untagged host.
+        let d = decide(&r, "LATEST-iris.example.com.", &[], &mut Rng::new(1)).unwrap();
+        assert_eq!(
+            (d.revision, d.cluster, d.authority),
+            ("r2", "c2", Some("r2.ns.svc.cluster.local"))
+        );
+    }
+
+    #[test]
+    fn header_routes_first_match_wins() {
+        let r = router();
+        let mut rng = Rng::new(1);
+        let d = decide(&r, "iris.example.com", &[("traffic", "test")], &mut rng).unwrap();
+        assert_eq!(d.revision, "r2");
+        let d = decide(
+            &r,
+            "iris.example.com",
+            &[("traffic", "old"), ("x-user", "qa")],
+            &mut rng,
+        )
+        .unwrap();
+        assert_eq!(d.revision, "r1");
+        let d = decide(&r, "iris.example.com", &[("x-user", "qa")], &mut rng).unwrap();
+        assert_eq!(d.revision, "r2");
+        // Values match exactly: a near miss falls through to the split, drawing as if
+        // no header had been sent.
+        for seed in 0..200 {
+            let near_miss = decide(
+                &r,
+                "iris.example.com",
+                &[("traffic", "Test")],
+                &mut Rng::new(seed),
+            )
+            .unwrap();
+            let none = decide(&r, "iris.example.com", &[], &mut Rng::new(seed)).unwrap();
+            assert_eq!(near_miss, none);
+        }
+    }
+
+    #[test]
+    fn consecutive_rules_on_one_header_read_it_once() {
+        let r = router();
+        let reads = RefCell::new(Vec::new());
+        let route = r.lookup("iris.example.com").unwrap();
+        r.decide(
+            route,
+            |name| {
+                reads.borrow_mut().push(name.to_owned());
+                None
+            },
+            &mut Rng::new(1),
+        );
+        assert_eq!(*reads.borrow(), vec!["traffic", "x-user"]);
+        // Services without rules and tagged requests read no header at all.
+        reads.borrow_mut().clear();
+        for host in ["other.example.com", "latest-iris.example.com"] {
+            let route = r.lookup(host).unwrap();
+            r.decide(
+                route,
+                |name| {
+                    reads.borrow_mut().push(name.to_owned());
+                    None
+                },
+                &mut Rng::new(1),
+            );
+        }
+        assert!(reads.borrow().is_empty());
+    }
+
+    #[test]
+    fn split_follows_the_percentages() {
+        let r = router();
+        let mut rng = Rng::new(0xdecafbad);
+        let n = 100_000;
+        let canary = (0..n)
+            .filter(|_| {
+                decide(&r, "iris.example.com", &[], &mut rng)
+                    .unwrap()
+                    .revision
+                    == "r2"
+            })
+            .count();
+        // 10% within 5 sigma (sigma ~ 95).
+        assert!((9_525..10_475).contains(&canary), "{canary}");
+        // Split-routed requests keep the client's authority unless the revision sets one.
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let d = decide(&r, "iris.example.com", &[], &mut rng).unwrap();
+            seen.insert((d.revision, d.authority));
+        }
+        assert_eq!(
+            seen,
+            [("r1", None), ("r2", Some("r2.ns.svc.cluster.local"))]
+                .into_iter()
+                .collect()
+        );
+    }
+
+    #[test]
+    fn services_are_independent() {
+        let r = router();
+        let d = decide(
+            &r,
+            "other.example.com",
+            &[("traffic", "test")],
+            &mut Rng::new(1),
+        )
+        .unwrap();
+        assert_eq!((d.choice.service, d.revision, d.cluster), (1, "o1", "oc1"));
+        assert_eq!(r.revision_name(d.choice), Some("o1"));
+        assert_eq!(
+            r.revision_name(Choice {
+                service: 9,
+                revision: 0
+            }),
+            None
+        );
     }
 }

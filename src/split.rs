@@ -96,7 +96,10 @@ mod tests {
         for (i, p) in [0.1f64, 0.3, 0.6].into_iter().enumerate() {
             let expected = p * n as f64;
             let sigma = (n as f64 * p * (1.0 - p)).sqrt();
-            assert!((counts[i] as f64 - expected).abs() < 5.0 * sigma, "{counts:?}");
+            assert!(
+                (counts[i] as f64 - expected).abs() < 5.0 * sigma,
+                "{counts:?}"
+            );
         }
     }
 

@@ -1,0 +1,608 @@
+//! Configuration model: KServe and Knative semantics, and every rejection rule.
+
+use serde_json::{json, Value};
+
+use crate::config::parse;
+use crate::error::ErrorKind;
+use crate::router::Router;
+
+/// KServe's canary example from the core issue.
+fn kserve_example() -> Value {
+    json!({
+        "services": [{
+            "name": "sklearn-iris",
+            "hosts": ["sklearn-iris.kserve-test.example.com", "sklearn-iris-predictor.kserve-test.example.com"],
+            "revisions": [
+                {"name": "sklearn-iris-predictor-00001", "cluster": "sklearn-iris-00001",
+                 "host": "sklearn-iris-predictor-00001.kserve-test.svc.cluster.local"},
+                {"name": "sklearn-iris-predictor-00002", "cluster": "sklearn-iris-00002"}
+            ],
+            "latestRolledoutRevision": "sklearn-iris-predictor-00001",
+            "latestReadyRevision": "sklearn-iris-predictor-00002",
+            "canaryTrafficPercent": 10,
+            "tagRouting": true,
+            "headerRoutes": [{"header": "traffic", "value": "test", "revision": "latest"}]
+        }]
+    })
+}
+
+fn load(v: &Value) -> Router {
+    match parse(v.to_string().as_bytes()) {
+        Ok(r) => r,
+        Err(e) => panic!("config rejected: {e}"),
+    }
+}
+
+fn reject(v: &Value) -> String {
+    match parse(v.to_string().as_bytes()) {
+        Ok(_) => panic!("config accepted: {v}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Applies `f` to the first service of the KServe example.
+fn with_service(f: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
+    let mut v = kserve_example();
+    if let Some(Value::Object(s)) = v.pointer_mut("/services/0") {
+        f(s);
+    }
+    v
+}
+
+fn split(router: &Router, service: usize) -> Vec<(String, u32)> {
+    router.services()[service]
+        .split_percents()
+        .map(|(r, p)| (r.to_owned(), p))
+        .collect()
+}
+
+fn tag_target(router: &Router, host: &str) -> Option<String> {
+    let route = router.lookup(host)?;
+    let d = router.decide(route, |_| None, &mut crate::rng::Rng::new(1))?;
+    assert!(route.is_tagged());
+    Some(d.revision.to_owned())
+}
+
+const R1: &str = "sklearn-iris-predictor-00001";
+const R2: &str = "sklearn-iris-predictor-00002";
+
+#[test]
+fn kserve_canary_splits_ready_and_rolledout() {
+    let r = load(&kserve_example());
+    assert_eq!(split(&r, 0), vec![(R2.into(), 10), (R1.into(), 90)]);
+    assert_eq!(r.cluster_header(), "x-canary-cluster");
+    assert_eq!(r.revision_header(), "x-canary-revision");
+    assert!(!r.upstream_revision_header());
+}
+
+#[test]
+fn promote_is_the_field_removed() {
+    let r = load(&with_service(|s| {
+        s.remove("canaryTrafficPercent");
+    }));
+    assert_eq!(split(&r, 0), vec![(R2.into(), 100)]);
+    let r = load(&with_service(|s| {
+        s.insert("canaryTrafficPercent".into(), Value::Null);
+    }));
+    assert_eq!(split(&r, 0), vec![(R2.into(), 100)]);
+}
+
+#[test]
+fn rollback_is_zero() {
+    let r = load(&with_service(|s| {
+        s.insert("canaryTrafficPercent".into(), json!(0));
+    }));
+    assert_eq!(split(&r, 0), vec![(R1.into(), 100)]);
+    // A 0% canary stays reachable by tag.
+    assert_eq!(
+        tag_target(&r, "latest-sklearn-iris.kserve-test.example.com").as_deref(),
+        Some(R2)
+    );
+}
+
+#[test]
+fn hundred_percent_goes_to_the_canary() {
+    let r = load(&with_service(|s| {
+        s.insert("canaryTrafficPercent".into(), json!(100));
+    }));
+    assert_eq!(split(&r, 0), vec![(R2.into(), 100)]);
+}
+
+#[test]
+fn one_revision_gets_everything() {
+    let r = load(&json!({"services": [{
+        "name": "m", "hosts": ["m.example.com"], "tagRouting": true,
+        "revisions": [{"name": "m-1", "cluster": "c1"}], "canaryTrafficPercent": 10
+    }]}));
+    assert_eq!(split(&r, 0), vec![("m-1".into(), 100)]);
+    assert_eq!(
+        tag_target(&r, "latest-m.example.com").as_deref(),
+        Some("m-1")
+    );
+    assert!(
+        r.lookup("prev-m.example.com").is_none(),
+        "prev- without a rolled-out revision is unknown"
+    );
+}
+
+#[test]
+fn same_revision_in_both_fields_gets_everything() {
+    let r = load(&with_service(|s| {
+        s.insert("latestRolledoutRevision".into(), json!(R2));
+    }));
+    assert_eq!(split(&r, 0), vec![(R2.into(), 100)]);
+}
+
+#[test]
+fn tag_hosts_exist_only_with_tag_routing() {
+    let r = load(&kserve_example());
+    for h in [
+        "sklearn-iris.kserve-test.example.com",
+        "sklearn-iris-predictor.kserve-test.example.com",
+    ] {
+        assert_eq!(tag_target(&r, &format!("latest-{h}")).as_deref(), Some(R2));
+        assert_eq!(tag_target(&r, &format!("prev-{h}")).as_deref(), Some(R1));
+    }
+    let r = load(&with_service(|s| {
+        s.remove("tagRouting");
+    }));
+    assert!(r
+        .lookup("latest-sklearn-iris.kserve-test.example.com")
+        .is_none());
+    assert!(r.lookup("sklearn-iris.kserve-test.example.com").is_some());
+}
+
+#[test]
+fn knative_traffic_form() {
+    let r = load(&json!({"services": [{
+        "name": "m", "hosts": ["m.example.com"], "tagRouting": true,
+        "revisions": [{"name": "a", "cluster": "ca"}, {"name": "b", "cluster": "cb"}, {"name": "c", "cluster": "cc"}],
+        "traffic": [
+            {"revisionName": "a", "percent": 70, "tag": "stable"},
+            {"revisionName": "b", "percent": 30},
+            {"revisionName": "c", "tag": "Shadow"}
+        ],
+        "headerRoutes": [{"header": "x-model", "value": "shadow", "revision": "shadow"},
+                         {"header": "x-model", "value": "b", "revision": "b"}]
+    }]}));
+    assert_eq!(split(&r, 0), vec![("a".into(), 70), ("b".into(), 30)]);
+    assert_eq!(tag_target(&r, "stable-m.example.com").as_deref(), Some("a"));
+    assert_eq!(tag_target(&r, "shadow-m.example.com").as_deref(), Some("c"));
+    assert!(
+        r.lookup("latest-m.example.com").is_none(),
+        "no implicit tags in the traffic form"
+    );
+}
+
+#[test]
+fn hosts_are_lowercased() {
+    let r = load(
+        &json!({"services": [{"name": "m", "hosts": ["M.Example.COM."],
+        "revisions": [{"name": "a", "cluster": "c"}]}]}),
+    );
+    assert!(r.lookup("m.example.com").is_some());
+    assert!(r.lookup("M.EXAMPLE.com:443").is_some());
+}
+
+#[test]
+fn custom_header_names() {
+    let r = load(
+        &json!({"clusterHeader": "X-Route-To", "revisionHeader": "App-Version",
+        "upstreamRevisionHeader": true, "services": []}),
+    );
+    assert_eq!(r.cluster_header(), "x-route-to");
+    assert_eq!(r.revision_header(), "app-version");
+    assert!(r.upstream_revision_header());
+}
+
+#[test]
+fn summary_names_each_split() {
+    let r = load(&kserve_example());
+    let s = r.summary();
+    assert!(
+        s.contains(&format!("sklearn-iris: {R2} 10%, {R1} 90%")),
+        "{s}"
+    );
+}
+
+// --- rejections: each names the service, the field and the value -----------------
+
+fn assert_mentions(msg: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(msg.contains(p), "{msg:?} should mention {p:?}");
+    }
+}
+
+#[test]
+fn rejects_empty_and_malformed() {
+    assert_mentions(
+        &parse(b"").err().map(|e| e.to_string()).unwrap_or_default(),
+        &["empty"],
+    );
+    assert_mentions(
+        &parse(b"  \n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default(),
+        &["empty"],
+    );
+    let e = parse(b"{\"services\": [")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert_mentions(&e, &["not valid JSON"]);
+    assert_mentions(&reject(&json!([1, 2])), &["invalid type"]);
+    assert_mentions(&reject(&json!({})), &["missing field `services`"]);
+}
+
+#[test]
+fn rejects_unknown_fields_with_the_service_name() {
+    let msg = reject(&with_service(|s| {
+        s.insert("canaryTrafficPrecent".into(), json!(10));
+    }));
+    assert_mentions(
+        &msg,
+        &[
+            "service \"sklearn-iris\"",
+            "canaryTrafficPrecent",
+            "unknown field",
+        ],
+    );
+    assert_mentions(
+        &reject(&json!({"services": [], "clusterHeadr": "x"})),
+        &["clusterHeadr", "unknown field"],
+    );
+    let msg = reject(&with_service(|s| {
+        s.insert(
+            "revisions".into(),
+            json!([{"name": "a", "cluster": "c", "weight": 1}]),
+        );
+    }));
+    assert_mentions(
+        &msg,
+        &["service \"sklearn-iris\"", "revisions[0]", "weight"],
+    );
+}
+
+#[test]
+fn rejects_wrong_types_naming_the_field() {
+    let msg = reject(&with_service(|s| {
+        s.insert("canaryTrafficPercent".into(), json!("10"));
+    }));
+    assert_mentions(
+        &msg,
+        &[
+            "service \"sklearn-iris\"",
+            "canaryTrafficPercent",
+            "invalid type",
+        ],
+    );
+    let msg = reject(&with_service(|s| {
+        s.insert("canaryTrafficPercent".into(), json!(10.5));
+    }));
+    assert_mentions(&msg, &["canaryTrafficPercent", "10.5"]);
+    let msg = reject(&with_service(|s| {
+        s.insert("canaryTrafficPercent".into(), json!(1e300));
+    }));
+    assert_mentions(&msg, &["canaryTrafficPercent"]);
+    let msg = reject(&with_service(|s| {
+        s.insert("canaryTrafficPercent".into(), json!(u64::MAX));
+    }));
+    assert_mentions(&msg, &["canaryTrafficPercent"]);
+}
+
+#[test]
+fn rejects_percent_out_of_range() {
+    for p in [101, -1, 1000] {
+        let msg = reject(&with_service(|s| {
+            s.insert("canaryTrafficPercent".into(), json!(p));
+        }));
+        assert_mentions(
+            &msg,
+            &[
+                "service \"sklearn-iris\"",
+                "canaryTrafficPercent",
+                &p.to_string(),
+                "0..100",
+            ],
+        );
+    }
+}
+
+#[test]
+fn rejects_traffic_not_summing_to_100() {
+    let base = |traffic: Value| {
+        json!({"services": [{"name": "m", "hosts": ["m.example.com"],
+        "revisions": [{"name": "a", "cluster": "ca"}, {"name": "b", "cluster": "cb"}], "traffic": traffic}]})
+    };
+    let msg = reject(&base(
+        json!([{"revisionName": "a", "percent": 50}, {"revisionName": "b", "percent": 40}]),
+    ));
+    assert_mentions(&msg, &["service \"m\"", "traffic", "90", "exactly 100"]);
+    let msg = reject(&base(
+        json!([{"revisionName": "a", "percent": 150}, {"revisionName": "b", "percent": -50}]),
+    ));
+    assert_mentions(&msg, &["traffic[0].percent", "150"]);
+    assert_mentions(&reject(&base(json!([]))), &["traffic", "empty"]);
+    let msg = reject(&base(json!([{"revisionName": "zzz", "percent": 100}])));
+    assert_mentions(&msg, &["traffic[0].revisionName", "zzz"]);
+    let msg = reject(&base(
+        json!([{"revisionName": "a", "percent": 100, "tag": "x"}, {"revisionName": "b", "tag": "X"}]),
+    ));
+    assert_mentions(&msg, &["traffic[1].tag", "used twice"]);
+    let msg = reject(&base(
+        json!([{"revisionName": "a", "percent": 100, "tag": "no.dots"}]),
+    ));
+    assert_mentions(&msg, &["traffic[0].tag", "no.dots"]);
+}
+
+#[test]
+fn rejects_mixed_forms() {
+    let msg = reject(&with_service(|s| {
+        s.insert(
+            "traffic".into(),
+            json!([{"revisionName": R1, "percent": 100}]),
+        );
+    }));
+    assert_mentions(
+        &msg,
+        &[
+            "service \"sklearn-iris\"",
+            "traffic",
+            "canaryTrafficPercent",
+        ],
+    );
+    let msg = reject(
+        &json!({"services": [{"name": "m", "hosts": ["m.example.com"],
+        "revisions": [{"name": "a", "cluster": "ca"}], "latestReadyRevision": "a",
+        "traffic": [{"revisionName": "a", "percent": 100}]}]}),
+    );
+    assert_mentions(&msg, &["traffic and latestReadyRevision"]);
+}
+
+#[test]
+fn rejects_unknown_revisions() {
+    let msg = reject(&with_service(|s| {
+        s.insert(
+            "latestReadyRevision".into(),
+            json!("sklearn-iris-predictor-00003"),
+        );
+    }));
+    assert_mentions(
+        &msg,
+        &[
+            "service \"sklearn-iris\"",
+            "latestReadyRevision",
+            "sklearn-iris-predictor-00003",
+        ],
+    );
+    let msg = reject(&with_service(|s| {
+        s.insert("latestRolledoutRevision".into(), json!("nope"));
+    }));
+    assert_mentions(&msg, &["latestRolledoutRevision", "nope"]);
+    let msg = reject(&with_service(|s| {
+        s.insert(
+            "headerRoutes".into(),
+            json!([{"header": "traffic", "value": "x", "revision": "nope"}]),
+        );
+    }));
+    assert_mentions(&msg, &["headerRoutes[0].revision", "nope"]);
+}
+
+#[test]
+fn rejects_missing_kserve_fields() {
+    let msg = reject(&with_service(|s| {
+        s.remove("latestRolledoutRevision");
+    }));
+    assert_mentions(
+        &msg,
+        &[
+            "service \"sklearn-iris\"",
+            "latestRolledoutRevision",
+            "canaryTrafficPercent is 10",
+        ],
+    );
+    let msg = reject(&with_service(|s| {
+        s.remove("latestReadyRevision");
+    }));
+    assert_mentions(&msg, &["latestReadyRevision", "2 revisions"]);
+    // Nothing to split: promoted without a rolled-out revision is fine.
+    let ok = with_service(|s| {
+        s.remove("latestRolledoutRevision");
+        s.remove("canaryTrafficPercent");
+        s.insert("headerRoutes".into(), json!([]));
+    });
+    load(&ok);
+    let msg = reject(&with_service(|s| {
+        s.remove("latestRolledoutRevision");
+        s.remove("canaryTrafficPercent");
+        s.insert(
+            "headerRoutes".into(),
+            json!([{"header": "traffic", "value": "old", "revision": "prev"}]),
+        );
+    }));
+    assert_mentions(
+        &msg,
+        &[
+            "headerRoutes[0].revision",
+            "prev",
+            "latestRolledoutRevision",
+        ],
+    );
+}
+
+#[test]
+fn rejects_duplicates() {
+    let msg = reject(&with_service(|s| {
+        s.insert(
+            "revisions".into(),
+            json!([{"name": R1, "cluster": "a"}, {"name": R1, "cluster": "b"}]),
+        );
+    }));
+    assert_mentions(
+        &msg,
+        &[
+            "service \"sklearn-iris\"",
+            "revisions[1].name",
+            R1,
+            "used twice",
+        ],
+    );
+    let mut v = kserve_example();
+    let copy = v["services"][0].clone();
+    if let Some(Value::Array(services)) = v.get_mut("services") {
+        services.push(copy);
+    }
+    assert_mentions(&reject(&v), &["service \"sklearn-iris\"", "used twice"]);
+}
+
+#[test]
+fn rejects_a_host_claimed_twice() {
+    let svc = |name: &str, host: &str| {
+        json!({"name": name, "hosts": [host],
+        "revisions": [{"name": "a", "cluster": "c"}], "tagRouting": true})
+    };
+    let msg =
+        reject(&json!({"services": [svc("one", "m.example.com"), svc("two", "M.example.com")]}));
+    assert_mentions(
+        &msg,
+        &[
+            "service \"two\"",
+            "hosts[0]",
+            "m.example.com",
+            "service \"one\"",
+        ],
+    );
+    // A generated tag host colliding with another service's host.
+    let msg = reject(
+        &json!({"services": [svc("one", "m.example.com"), svc("two", "latest-m.example.com")]}),
+    );
+    assert_mentions(
+        &msg,
+        &[
+            "service \"two\"",
+            "latest-m.example.com",
+            "a tag host of service \"one\"",
+        ],
+    );
+    let msg = reject(
+        &json!({"services": [{"name": "m", "hosts": ["a.com", "a.com"],
+        "revisions": [{"name": "a", "cluster": "c"}]}]}),
+    );
+    assert_mentions(&msg, &["hosts[1]", "another host of this service"]);
+}
+
+#[test]
+fn rejects_bad_clusters_hosts_and_headers() {
+    let msg = reject(&with_service(|s| {
+        s.insert(
+            "revisions".into(),
+            json!([{"name": R1, "cluster": ""}, {"name": R2, "cluster": "b"}]),
+        );
+    }));
+    assert_mentions(
+        &msg,
+        &["service \"sklearn-iris\"", "revisions[0].cluster", "empty"],
+    );
+    let msg = reject(&with_service(|s| {
+        s.insert(
+            "revisions".into(),
+            json!([{"name": R1, "cluster": "a\r\nx-evil: 1"}, {"name": R2, "cluster": "b"}]),
+        );
+    }));
+    assert_mentions(&msg, &["revisions[0].cluster", "printable"]);
+    for bad in ["*.example.com", "a.example.com:80", "", "a b", "ünï.com"] {
+        let msg = reject(&with_service(|s| {
+            s.insert("hosts".into(), json!([bad]));
+        }));
+        assert_mentions(
+            &msg,
+            &["service \"sklearn-iris\"", "hosts[0]", "not a valid host"],
+        );
+    }
+    assert_mentions(
+        &reject(&with_service(|s| {
+            s.insert("hosts".into(), json!([]));
+        })),
+        &["hosts", "empty"],
+    );
+    let msg = reject(&with_service(|s| {
+        s.insert(
+            "revisions".into(),
+            json!([{"name": R1, "cluster": "a", "host": "bad host"}, {"name": R2, "cluster": "b"}]),
+        );
+    }));
+    assert_mentions(&msg, &["revisions[0].host", "bad host"]);
+    for (field, bad) in [
+        ("clusterHeader", "x canary"),
+        ("revisionHeader", ":status"),
+        ("clusterHeader", "content-type"),
+    ] {
+        let mut v = kserve_example();
+        v[field] = json!(bad);
+        assert_mentions(&reject(&v), &[field, bad, "header name"]);
+    }
+    let mut v = kserve_example();
+    v["revisionHeader"] = json!("X-Canary-Cluster");
+    assert_mentions(
+        &reject(&v),
+        &["revisionHeader", "differ from clusterHeader"],
+    );
+    let msg = reject(&with_service(|s| {
+        s.insert(
+            "headerRoutes".into(),
+            json!([{"header": "bad header", "value": "x", "revision": "latest"}]),
+        );
+    }));
+    assert_mentions(&msg, &["headerRoutes[0].header", "bad header"]);
+    let msg = reject(&with_service(|s| {
+        s.insert(
+            "headerRoutes".into(),
+            json!([{"header": "x-canary-cluster", "value": "x", "revision": "latest"}]),
+        );
+    }));
+    assert_mentions(&msg, &["headerRoutes[0].header", "strips clusterHeader"]);
+    assert_mentions(
+        &reject(&json!({"services": [{"name": "", "hosts": ["a.com"],
+        "revisions": [{"name": "a", "cluster": "c"}]}]})),
+        &["services[0].name", "empty"],
+    );
+}
+
+#[test]
+fn error_kinds_are_structured() {
+    let err = parse(
+        with_service(|s| {
+            s.insert("canaryTrafficPercent".into(), json!(101));
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .err();
+    let err = err.map(|e| (e.service, e.kind));
+    assert_eq!(
+        err,
+        Some((
+            Some("sklearn-iris".into()),
+            ErrorKind::PercentOutOfRange {
+                field: "canaryTrafficPercent".into(),
+                value: 101
+            }
+        ))
+    );
+}
+
+#[test]
+fn ten_thousand_services_load_quickly() {
+    let services: Vec<Value> = (0..10_000)
+        .map(|i| json!({"name": format!("svc-{i}"), "hosts": [format!("svc-{i}.example.com")], "tagRouting": true,
+            "revisions": [{"name": format!("svc-{i}-1"), "cluster": format!("c{i}-1")},
+                          {"name": format!("svc-{i}-2"), "cluster": format!("c{i}-2")}],
+            "latestRolledoutRevision": format!("svc-{i}-1"), "latestReadyRevision": format!("svc-{i}-2"),
+            "canaryTrafficPercent": 10}))
+        .collect();
+    let r = load(&json!({"services": services}));
+    assert_eq!(r.services().len(), 10_000);
+    assert!(r.lookup("svc-9999.example.com").is_some());
+    assert!(r.lookup("prev-svc-0.example.com").is_some());
+}
