@@ -1,0 +1,154 @@
+"""A canary release of a KServe InferenceService through real Envoy and canary-router.
+
+Starts two real KServe model servers (revision 00001: an SVC, revision 00002: a depth-1
+tree; they answer [[7.7, 3.0, 6.1, 2.3]] with 2 and 1) and Envoy with the filter, then
+walks through KServe's canary rollout: 10% canary, tag routing, header routing, promote,
+rollback. Every step sends real :predict requests and prints what was observed next to
+what was configured. Everything started is stopped at the end, also on Ctrl-C.
+
+Run it with `make demo`.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import stack
+
+HOST = "sklearn-iris.kserve-test.example.com"
+R1, R2 = "sklearn-iris-predictor-00001", "sklearn-iris-predictor-00002"
+SAMPLE = [[7.7, 3.0, 6.1, 2.3]]
+MODEL_OF = {2: R1, 1: R2}
+REQUESTS = 400
+
+BASE = {
+    "name": "sklearn-iris",
+    "hosts": [HOST],
+    "revisions": [{"name": R1, "cluster": "sklearn-iris-00001"},
+                  {"name": R2, "cluster": "sklearn-iris-00002"}],
+    "latestRolledoutRevision": R1,
+    "latestReadyRevision": R2,
+    "canaryTrafficPercent": 10,
+    "tagRouting": True,
+    "headerRoutes": [{"header": "traffic", "value": "test", "revision": "latest"}],
+}
+
+
+def bold(s: str) -> str:
+    return f"\033[1m{s}\033[0m" if sys.stdout.isatty() else s
+
+
+class Demo:
+    def __init__(self):
+        self.workdir = stack.scratch_dir("demo-")
+        self.models: dict[str, stack.ModelServer] = {}
+        self.envoy: stack.Envoy | None = None
+        self.listen_port = stack.free_port()
+        self.admin_port = stack.free_port()
+
+    def start_models(self):
+        print(f"Starting two KServe model servers (logs in {self.workdir}) ...")
+        self.models = {"sklearn-iris-00001": stack.ModelServer("svc", self.workdir).start(),
+                       "sklearn-iris-00002": stack.ModelServer("tree", self.workdir).start()}
+        for cluster, m in self.models.items():
+            m.wait_ready()
+            print(f"  {cluster}: {m.kind} model ready on 127.0.0.1:{m.port}")
+
+    def configure(self, service: dict, title: str):
+        """Starts Envoy with `service` as the plugin configuration (a restart here; live
+        reconfiguration through ECDS is how Istio does it)."""
+        if self.envoy:
+            self.envoy.stop()
+        cfg = stack.envoy_config(self.listen_port, self.admin_port, {"services": [service]},
+                                 {name: m.port for name, m in self.models.items()})
+        self.envoy = stack.Envoy(cfg, self.workdir, concurrency=2).start().wait_ready()
+        print()
+        print(bold(f"== {title}"))
+        shown = {k: service[k] for k in ("latestRolledoutRevision", "latestReadyRevision",
+                                          "canaryTrafficPercent") if k in service}
+        print(f"   plugin config: {shown}")
+
+    def predict(self, host=HOST, headers=()):
+        r = stack.predict_v1(self.envoy.port, host, SAMPLE, headers=headers)
+        if r.status != 200:
+            return None, r.status, r.header("x-canary-revision")
+        return MODEL_OF.get(r.json()["predictions"][0]), r.status, r.header("x-canary-revision")
+
+    def split(self, expected: dict[str, int]):
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda _: self.predict(), range(REQUESTS)))
+        by_model = collections.Counter(model for model, _, _ in results)
+        mismatched = sum(1 for model, _, header in results if model != header)
+        failed = sum(1 for _, status, _ in results if status != 200)
+        print(f"   {REQUESTS} POST /v1/models/sklearn-iris:predict with Host: {HOST}")
+        print(f"   | {'revision':<30} | configured | observed |")
+        print(f"   |{'-' * 32}|------------|----------|")
+        for rev in (R1, R2):
+            print(f"   | {rev:<30} | {expected.get(rev, 0):>9}% | {100 * by_model[rev] / REQUESTS:>7.1f}% |")
+        print(f"   x-canary-revision matched the model that answered: {REQUESTS - mismatched}/{REQUESTS};"
+              f" failed requests: {failed}")
+
+    def one(self, label: str, host=HOST, headers=()):
+        model, status, header = self.predict(host, headers)
+        print(f"   {label:<48} -> {status} {header} (prediction says {model})")
+
+    def run(self):
+        self.start_models()
+
+        self.configure(BASE, "Canary: 10% to the new revision (canaryTrafficPercent: 10)")
+        self.split({R1: 90, R2: 10})
+        print("   Tag and header routing reach one revision whatever the split:")
+        self.one(f"Host: latest-{HOST}", host=f"latest-{HOST}")
+        self.one(f"Host: prev-{HOST}", host=f"prev-{HOST}")
+        self.one("traffic: test (Iter8-style header rule)", headers=[("traffic", "test")])
+        self.one("x-canary-cluster: sklearn-iris-00002 (spoofed: ignored)",
+                 headers=[("x-canary-cluster", "sklearn-iris-00002")])
+        r = stack.request(self.envoy.port, "/", host="unknown.example.com",
+                          headers=[("x-canary-cluster", "sklearn-iris-00002")])
+        print(f"   {'unknown host with a spoofed x-canary-cluster':<48} -> {r.status} (not routed)")
+
+        promoted = copy.deepcopy(BASE)
+        del promoted["canaryTrafficPercent"]
+        self.configure(promoted, "Promote: canaryTrafficPercent removed")
+        self.split({R2: 100})
+
+        rolled_back = copy.deepcopy(BASE)
+        rolled_back["canaryTrafficPercent"] = 0
+        self.configure(rolled_back, "Rollback: canaryTrafficPercent: 0")
+        self.split({R1: 100})
+        self.one(f"Host: latest-{HOST} (0% canary, still reachable)", host=f"latest-{HOST}")
+
+        print()
+        print(f"Envoy config: {self.envoy.config_path}")
+        print("Done.")
+
+    def stop(self):
+        if self.envoy:
+            self.envoy.stop()
+        for m in self.models.values():
+            m.stop()
+
+
+def main():
+    # Ctrl-C and a plain kill both end in the `finally` below (installed explicitly:
+    # a shell may start us with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    demo = Demo()
+    started = time.monotonic()
+    try:
+        demo.run()
+    except KeyboardInterrupt:
+        print("\nInterrupted.")
+    finally:
+        demo.stop()
+        print(f"Stopped everything the demo started ({time.monotonic() - started:.0f} s).")
+
+
+if __name__ == "__main__":
+    main()
