@@ -408,13 +408,15 @@ fn kserve_form(
         (Some(p), Some(r)) => Split::new([(ready, p), (r, 100 - p)]),
         (Some(100), None) => Split::new([(ready, 100)]),
         (Some(_), None) if revision_count == 1 => Split::new([(ready, 100)]),
-        (Some(p), None) => return Err(ErrorKind::Missing {
-            field: "latestRolledoutRevision",
-            reason: format!(
+        (Some(p), None) => {
+            return Err(ErrorKind::Missing {
+                field: "latestRolledoutRevision",
+                reason: format!(
                 "canaryTrafficPercent is {p}, so the other {} percent needs a revision to go to",
                 100 - p
             ),
-        }),
+            })
+        }
     };
     let mut tags = vec![("latest".to_owned(), ready)];
     tags.extend(rolled.map(|r| ("prev".to_owned(), r)));
