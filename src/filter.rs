@@ -46,12 +46,10 @@ impl CanaryRoot {
 impl Context for CanaryRoot {}
 
 impl RootContext for CanaryRoot {
-    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
-        self.rng.set(Rng::new(self.seed()));
-        true
-    }
-
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        // Seeded here, not in on_vm_start: a reconfiguration (ECDS) gets a new root
+        // context in the running VM, and on_vm_start does not run again for it.
+        self.rng.set(Rng::new(self.seed()));
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match config::parse(&bytes) {
             Ok(router) => {

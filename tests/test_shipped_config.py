@@ -52,3 +52,17 @@ def test_compose_file_mounts_what_the_repo_has():
         path = (ENVOY_DIR / src).resolve()
         assert path.exists(), f"{src} (resolved {path}) is mounted but missing; run make wasm"
     assert Path(ENVOY_DIR / "envoy.yaml").resolve() in [(ENVOY_DIR / s).resolve() for s in sources]
+
+
+def compose_config(path):
+    import subprocess
+    return subprocess.run(["docker-compose", "-f", str(path), "config", "-q"], capture_output=True, text=True)
+
+
+def test_compose_file_is_valid_for_docker_compose(tmp_path):
+    r = compose_config(ENVOY_DIR / "docker-compose.yaml")
+    assert r.returncode == 0, r.stderr
+    broken = tmp_path / "docker-compose.yaml"
+    broken.write_text((ENVOY_DIR / "docker-compose.yaml").read_text().replace("depends_on:", "depends_onn:"))
+    r = compose_config(broken)
+    assert r.returncode != 0 and "depends_onn" in r.stderr
