@@ -18,7 +18,7 @@ TLS_VERIFY ?= true
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PYTEST_ARGS ?=
 
-.PHONY: all toolchain tools wasm opt image push push-args venv demo test lint unit integration fmt clean
+.PHONY: all toolchain tools wasm opt image push push-args venv demo test lint unit integration bench-rollback fmt clean
 
 all: wasm
 
@@ -86,6 +86,10 @@ unit:
 
 integration: wasm opt venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## Time to automatic rollback and requests lost, on real Envoy (markdown table).
+bench-rollback: wasm venv
+	$(PY) bench/rollback.py $(or $(ROUNDS),5)
 
 fmt:
 	cargo fmt

@@ -27,6 +27,16 @@ PYTHON = VENV / "bin" / "python"
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "canary_router.wasm"
 LOOPBACK = "127.0.0.1"
 
+# Envoy tag extraction for the filter's stats (the same two regexes as src/plan.rs):
+# wasmcustom.canary_router.service.<s>.revision.<r>.<metric> becomes
+# canary_router_<metric>{service="<s>",revision="<r>"} in /stats/prometheus.
+STATS_TAGS = [
+    {"tag_name": "service",
+     "regex": r"^wasmcustom\.canary_router\.(service\.(.+?)\.)(?:revision\..+\.)?[a-z0-9_]+$"},
+    {"tag_name": "revision",
+     "regex": r"^wasmcustom\.canary_router\.service\..+?\.(revision\.(.+)\.)[a-z0-9_]+$"},
+]
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -104,9 +114,17 @@ class EchoBackend:
     """An upstream that answers every request with its own name and records what it
     received, so tests can assert on the authority and headers that reached it."""
 
-    def __init__(self, name: str):
+    HEALTH_PATHS = ("/v2/health/ready", "/v1/models/")
+
+    def __init__(self, name: str, port: int = 0):
         self.name = name
         self.received: list[dict] = []
+        self.health_checks = 0
+        # Faults on command: `ready=False` fails health checks (503), `fail=True`
+        # answers 500 to everything else, `hang=True` answers nothing for 30 s.
+        self.ready = True
+        self.fail = False
+        self.hang = False
         self._lock = threading.Lock()
         backend = self
 
@@ -119,13 +137,22 @@ class EchoBackend:
             def _answer(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if backend.hang:
+                    time.sleep(30)
+                    return
+                if self.headers.get("user-agent") == "canary-router-probe":
+                    with backend._lock:
+                        backend.health_checks += 1
+                    return self._reply(200 if backend.ready else 503, b"{}")
                 seen = {"method": self.command, "path": self.path,
                         "headers": [(k.lower(), v) for k, v in self.headers.items()],
                         "body": body}
                 with backend._lock:
                     backend.received.append(seen)
-                out = json.dumps({"backend": backend.name}).encode()
-                self.send_response(200)
+                self._reply(500 if backend.fail else 200, json.dumps({"backend": backend.name}).encode())
+
+            def _reply(self, status, out):
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))
                 self.send_header("x-backend", backend.name)
@@ -141,7 +168,11 @@ class EchoBackend:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self._handler = Handler
+        self._serve(port)
+
+    def _serve(self, port: int):
+        self.server = ThreadingHTTPServer((LOOPBACK, port), self._handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -158,6 +189,10 @@ class EchoBackend:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+    def restart(self):
+        """After `stop`: listen again on the same port (connections were refused meanwhile)."""
+        self._serve(self.port)
 
 
 # --- Envoy -----------------------------------------------------------------------
@@ -227,6 +262,7 @@ def envoy_config(listen_port: int, admin_port: int, plugin_config, clusters: dic
     return {
         # xDS (ECDS included) needs a node identity.
         "node": {"id": "canary-router-local", "cluster": "ingress"},
+        "stats_config": {"stats_tags": STATS_TAGS},
         "admin": {"address": {"socket_address": {"address": LOOPBACK, "port_value": admin_port}}},
         "static_resources": {
             "listeners": [{

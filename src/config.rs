@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::error::{ConfigError, ErrorKind};
+use crate::health::{HealthCheck, Outlier, RatePolicy, BUCKET_MS, MAX_WINDOW_BUCKETS};
 use crate::names;
 use crate::router::{
-    HeaderRoute, HostRoute, Revision, Router, Service, TagRoute, DEFAULT_CLUSTER_HEADER,
+    Canary, HeaderRoute, HostRoute, Revision, Router, Service, TagRoute, DEFAULT_CLUSTER_HEADER,
     DEFAULT_REVISION_HEADER,
 };
 use crate::split::Split;
@@ -21,6 +22,8 @@ struct RawConfig {
     revision_header: Option<String>,
     #[serde(default)]
     upstream_revision_header: bool,
+    status_path: Option<String>,
+    metrics: Option<bool>,
     services: Vec<RawService>,
 }
 
@@ -38,6 +41,36 @@ struct RawService {
     tag_routing: bool,
     #[serde(default)]
     header_routes: Vec<RawHeaderRoute>,
+    health_check: Option<RawHealthCheck>,
+    outlier: Option<RawOutlier>,
+    auto_rollback: Option<RawAutoRollback>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawHealthCheck {
+    path: Option<String>,
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    unhealthy_threshold: Option<u64>,
+    healthy_threshold: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawOutlier {
+    max_error_rate: f64,
+    min_requests: Option<u64>,
+    window_ms: Option<u64>,
+    ejection_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawAutoRollback {
+    max_error_rate: f64,
+    min_requests: Option<u64>,
+    window_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -129,10 +162,16 @@ fn compile(raw: RawConfig) -> Result<Router, ConfigError> {
             reason: "it must differ from clusterHeader",
         }));
     }
+    let status_path = raw
+        .status_path
+        .map(|p| url_path("statusPath", p).map_err(ConfigError::top))
+        .transpose()?;
     let mut router = Router {
         cluster_header: cluster_header.into(),
         revision_header: revision_header.into(),
         upstream_revision_header: raw.upstream_revision_header,
+        status_path,
+        metrics: raw.metrics.unwrap_or(true),
         hosts: HashMap::new(),
         services: Vec::with_capacity(raw.services.len()),
     };
@@ -287,12 +326,33 @@ fn compile_service(raw: RawService, cluster_header: &str) -> Result<CompiledServ
         })
         .collect::<Result<Vec<_>, _>>()?;
 
+    let health_check = raw.health_check.map(health_check).transpose()?;
+    let outlier = raw.outlier.map(outlier).transpose()?;
+    let auto_rollback = raw
+        .auto_rollback
+        .map(|r| {
+            if form.canary.is_none() {
+                return Err(ErrorKind::Missing {
+                    field: "autoRollback",
+                    reason: "it needs a canary: latestRolledoutRevision and latestReadyRevision naming two revisions (KServe form)".into(),
+                });
+            }
+            rate_policy("autoRollback", r.max_error_rate, r.min_requests, 50, r.window_ms, 30_000)
+        })
+        .transpose()?;
+    let probe_authority = hosts.first().cloned().unwrap_or_default().into_boxed_str();
+
     Ok(CompiledService {
         service: Service {
             name: raw.name.into(),
             revisions,
             split: form.split,
             header_routes,
+            health_check,
+            outlier,
+            auto_rollback,
+            canary: form.canary,
+            probe_authority,
         },
         hosts,
         tags: if raw.tag_routing {
@@ -367,6 +427,8 @@ fn compile_revisions(raw: Vec<RawRevision>) -> Result<Vec<Revision>, ErrorKind> 
 struct Form {
     split: Split,
     tags: Vec<(String, usize)>,
+    /// KServe form with two distinct revisions: who is canary, who is stable.
+    canary: Option<Canary>,
     /// KServe form: header routes say "latest"/"prev" before revision names.
     keywords: bool,
 }
@@ -420,9 +482,15 @@ fn kserve_form(
     };
     let mut tags = vec![("latest".to_owned(), ready)];
     tags.extend(rolled.map(|r| ("prev".to_owned(), r)));
+    let canary = rolled.filter(|&r| r != ready).map(|rolled| Canary {
+        ready,
+        rolled,
+        active: percent.is_some_and(|p| p > 0 && p < 100),
+    });
     Ok(Form {
         split,
         tags,
+        canary,
         keywords: true,
     })
 }
@@ -469,8 +537,142 @@ fn traffic_form(
     Ok(Form {
         split: Split::new(weights),
         tags,
+        canary: None,
         keywords: false,
     })
+}
+
+fn health_check(raw: RawHealthCheck) -> Result<HealthCheck, ErrorKind> {
+    let path = match raw.path {
+        Some(p) => url_path("healthCheck.path", p)?,
+        None => "/v2/health/ready".into(),
+    };
+    let interval_ms = bounded(
+        "healthCheck.intervalMs",
+        raw.interval_ms,
+        1000,
+        100,
+        600_000,
+    )?;
+    let timeout_ms = bounded(
+        "healthCheck.timeoutMs",
+        raw.timeout_ms,
+        500.min(interval_ms),
+        1,
+        interval_ms,
+    )?;
+    let unhealthy = bounded(
+        "healthCheck.unhealthyThreshold",
+        raw.unhealthy_threshold,
+        2,
+        1,
+        100,
+    )?;
+    let healthy = bounded(
+        "healthCheck.healthyThreshold",
+        raw.healthy_threshold,
+        1,
+        1,
+        100,
+    )?;
+    Ok(HealthCheck {
+        path,
+        interval_ms,
+        timeout_ms,
+        unhealthy_threshold: u32::try_from(unhealthy).unwrap_or(100),
+        healthy_threshold: u32::try_from(healthy).unwrap_or(100),
+    })
+}
+
+fn outlier(raw: RawOutlier) -> Result<Outlier, ErrorKind> {
+    Ok(Outlier {
+        rate: rate_policy(
+            "outlier",
+            raw.max_error_rate,
+            raw.min_requests,
+            20,
+            raw.window_ms,
+            10_000,
+        )?,
+        ejection_ms: bounded(
+            "outlier.ejectionMs",
+            raw.ejection_ms,
+            30_000,
+            100,
+            3_600_000,
+        )?,
+    })
+}
+
+fn rate_policy(
+    section: &str,
+    max_error_rate: f64,
+    min_requests: Option<u64>,
+    default_min: u64,
+    window_ms: Option<u64>,
+    default_window: u64,
+) -> Result<RatePolicy, ErrorKind> {
+    if !(max_error_rate > 0.0 && max_error_rate <= 1.0) {
+        return Err(ErrorKind::InvalidValue {
+            field: format!("{section}.maxErrorRate"),
+            value: max_error_rate.to_string(),
+            reason: "a fraction in (0, 1]: 0.05 is 5%",
+        });
+    }
+    Ok(RatePolicy {
+        max_error_rate,
+        min_requests: bounded(
+            &format!("{section}.minRequests"),
+            min_requests,
+            default_min,
+            1,
+            1_000_000_000,
+        )?,
+        window_ms: bounded(
+            &format!("{section}.windowMs"),
+            window_ms,
+            default_window,
+            BUCKET_MS,
+            BUCKET_MS * MAX_WINDOW_BUCKETS,
+        )?,
+    })
+}
+
+fn bounded(
+    field: &str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ErrorKind> {
+    match value {
+        None => Ok(default),
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        Some(v) => Err(ErrorKind::InvalidValue {
+            field: field.into(),
+            value: v.to_string(),
+            reason: match (min, max) {
+                (1, 100) => "must be in 1..100",
+                (100, 600_000) => "must be in 100..600000 (ms)",
+                (1000, 60_000) => "must be in 1000..60000 (ms)",
+                (100, 3_600_000) => "must be in 100..3600000 (ms)",
+                (1, 1_000_000_000) => "must be at least 1",
+                _ => "must be positive and below the interval",
+            },
+        }),
+    }
+}
+
+/// A request path the filter matches or sends: absolute, printable, no spaces.
+fn url_path(field: &str, value: String) -> Result<Box<str>, ErrorKind> {
+    if !value.starts_with('/') || !value.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        return Err(ErrorKind::InvalidValue {
+            field: field.into(),
+            value,
+            reason: "a path starts with '/' and has only printable ASCII without spaces",
+        });
+    }
+    Ok(value.into_boxed_str())
 }
 
 /// Adds a service's hosts and, with tag routing, its `<tag>-<host>` names to the table.

@@ -58,7 +58,10 @@ fn split(router: &Router, service: usize) -> Vec<(String, u32)> {
 
 fn tag_target(router: &Router, host: &str) -> Option<String> {
     let route = router.lookup(host)?;
-    let d = router.decide(route, |_| None, &mut crate::rng::Rng::new(1))?;
+    let view = crate::view::View::configured(router);
+    let d = router
+        .decide(route, |_| None, &mut crate::rng::Rng::new(1), &view)?
+        .routed()?;
     assert!(route.is_tagged());
     Some(d.revision.to_owned())
 }
@@ -193,6 +196,13 @@ fn custom_header_names() {
     assert_eq!(r.cluster_header(), "x-route-to");
     assert_eq!(r.revision_header(), "app-version");
     assert!(r.upstream_revision_header());
+    assert!(r.metrics(), "metrics are on by default");
+    assert_eq!(r.status_path(), None);
+    let r = load(&json!({"statusPath": "/canary-router/status", "metrics": false, "services": []}));
+    assert_eq!(
+        (r.status_path(), r.metrics()),
+        (Some("/canary-router/status"), false)
+    );
 }
 
 #[test]

@@ -1,18 +1,36 @@
-//! The proxy-wasm glue: configuration in, one decision per request out. All logic lives
-//! in the host-tested modules; this file only moves headers across the ABI, and counts
-//! its host calls (each costs thousands of Envoy instructions).
+//! The proxy-wasm glue: configuration in, one decision per request out, and a timer that
+//! keeps the health view current. All logic lives in the host-tested modules; this file
+//! moves headers across the ABI (each header host call costs thousands of Envoy
+//! instructions) and shared state between workers.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::Duration;
 
-use log::{error, info};
+use log::{error, info, warn};
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 
 use crate::config;
+use crate::health::{decode_pair, encode_pair, may_take_lease, Counts, Ejections, Probe, Window};
+use crate::plan::{revision_stat, service_stat, Counters, Plan, CLASSES};
 use crate::rng::Rng;
-use crate::router::{Choice, Router};
+use crate::router::{Choice, Outcome, Router};
+use crate::shared::{self, now_ms, Stats, PREFIX};
+use crate::status;
+use crate::view::{ClusterState, View};
+
+/// Health timer period: rollback and ejection decisions land within a few of these.
+const TICK: Duration = Duration::from_millis(100);
+/// Without health policies the timer only flushes metrics.
+const METRICS_TICK: Duration = Duration::from_millis(1000);
+/// A prober that stops renewing (its root context is gone) is replaced after this.
+const LEASE_MS: u64 = 1000;
+/// Rollback key value while not rolled back (created at configure time, so that the
+/// transition is a real compare-and-swap that exactly one VM wins).
+const NOT_ROLLED_BACK: &[u8] = &[0];
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -20,55 +38,477 @@ proxy_wasm::main! {{
 }}
 
 struct CanaryRoot {
-    /// Swapped whole on reconfiguration; requests in flight keep the table they started with.
+    /// Swapped whole on reconfiguration; requests in flight keep what they started with.
     router: Rc<Router>,
+    plan: Rc<Plan>,
+    view: Rc<View>,
+    counters: Rc<Counters>,
     rng: Rc<Cell<Rng>>,
+    /// This root context's identity in the prober lease.
+    me: u64,
+    /// Rollback state belongs to one configuration: a new one starts unrolled.
+    fingerprint: String,
+    stats: Stats,
+    /// Probe in flight: token -> cluster index.
+    probes: HashMap<u32, usize>,
+    next_probe: Vec<u64>,
+    /// Shared state the view was last built from (readiness per cluster, ejection per
+    /// revision, rollback per service), to rebuild only on change.
+    seen: (Vec<bool>, Vec<Vec<bool>>, Vec<bool>),
+}
+
+fn seed() -> u64 {
+    // No entropy from the host: the clock still differs per VM and start.
+    getrandom::u64().unwrap_or_else(|_| now_ms() ^ 0x5eed_5eed_5eed_5eed)
+}
+
+fn key(kind: &str, name: &str) -> String {
+    format!("{PREFIX}{kind}/{name}")
+}
+
+/// FNV-1a: the same configuration bytes give the same key in every worker.
+fn fingerprint(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 impl CanaryRoot {
     fn new() -> Self {
+        let router = Rc::new(Router::default());
         CanaryRoot {
-            router: Rc::new(Router::default()),
-            rng: Rc::new(Cell::new(Rng::new(0))),
+            view: Rc::new(View::configured(&router)),
+            plan: Rc::new(Plan::new(&router)),
+            router,
+            counters: Rc::new(Counters::default()),
+            rng: Rc::new(Cell::new(Rng::new(seed()))),
+            me: seed() | 1,
+            fingerprint: String::new(),
+            stats: Stats::default(),
+            probes: HashMap::new(),
+            next_probe: Vec::new(),
+            seen: (Vec::new(), Vec::new(), Vec::new()),
         }
     }
 
-    fn seed(&self) -> u64 {
-        getrandom::u64().unwrap_or_else(|_| {
-            // No entropy from the host: the clock still differs per VM and start.
-            self.get_current_time()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0x5eed, |d| d.as_nanos() as u64)
-        })
+    /// Error windows, ejections and rollback belong to one configuration: a new one
+    /// is judged on its own responses.
+    fn scoped(&self, kind: &str, name: &str) -> String {
+        key(kind, &format!("{}/{name}", self.fingerprint))
+    }
+
+    fn rollback_key(&self, service: &str) -> String {
+        self.scoped("rollback", service)
+    }
+
+    /// Merges this VM's response counts into the shared windows and Envoy stats.
+    fn flush(&mut self, now: u64) {
+        let mut windows: HashMap<usize, Counts> = HashMap::new();
+        let router = Rc::clone(&self.router);
+        for (slot, delta) in self.counters.drain() {
+            let Some((si, ri)) = self.plan.owner_of_slot(slot) else {
+                continue;
+            };
+            if router.metrics() {
+                if let Some((svc, rev)) = router
+                    .services
+                    .get(si)
+                    .and_then(|s| Some((&*s.name, &*s.revisions.get(ri)?.name)))
+                {
+                    self.stats
+                        .add(revision_stat(svc, rev, "requests"), delta.routed);
+                    for (class, n) in CLASSES.iter().zip(delta.classes) {
+                        self.stats
+                            .add(revision_stat(svc, rev, &format!("responses_{class}")), n);
+                    }
+                }
+            }
+            if self.plan.windowed(slot) {
+                if let Some(cluster) = self.plan.cluster_of_slot(slot) {
+                    let c = windows.entry(cluster).or_default();
+                    c.total += delta.counts().total;
+                    c.errors += delta.counts().errors;
+                }
+            }
+        }
+        for (cluster, counts) in windows {
+            if let Some(c) = self.plan.clusters.get(cluster) {
+                shared::update(&self.scoped("window", &c.name), |old| {
+                    let mut w = Window::decode(old.unwrap_or_default());
+                    w.add(now, counts);
+                    Some(w.encode())
+                });
+            }
+        }
+    }
+
+    /// Passive ejection and automatic rollback, decided from the shared windows.
+    fn evaluate(&mut self, now: u64) {
+        let router = Rc::clone(&self.router);
+        for (si, service) in router.services.iter().enumerate() {
+            if let Some(outlier) = service.outlier {
+                let split: Vec<usize> = service.split.shares().map(|(r, _)| r).collect();
+                let state = self.view.service(si).cloned();
+                let ready = |r: usize| {
+                    state.as_ref().is_some_and(|s| {
+                        s.unavailable.get(r).copied().flatten()
+                            != Some(crate::view::Unavailable::NotReady)
+                    })
+                };
+                for (ri, revision) in service.revisions.iter().enumerate() {
+                    let window_key = self.scoped("window", &revision.cluster);
+                    let window = Window::decode(&shared::get(&window_key).unwrap_or_default());
+                    let counts = window.sum(now, outlier.rate.window_ms);
+                    if !outlier.rate.trips(counts) {
+                        continue;
+                    }
+                    let until = now + outlier.ejection_ms;
+                    let ejected = shared::update(&self.scoped("eject", &service.name), |old| {
+                        Ejections::decode(old.unwrap_or_default())
+                            .eject(ri, now, until, &split, ready)
+                            .map(|e| e.encode())
+                    });
+                    if ejected {
+                        warn!(
+                            "service {:?}: revision {:?} ejected for {} ms: {} errors in {} responses ({:.1}%) over {} ms, above {:.1}%",
+                            service.name, revision.name, outlier.ejection_ms, counts.errors, counts.total,
+                            100.0 * counts.rate(), outlier.rate.window_ms, 100.0 * outlier.rate.max_error_rate
+                        );
+                        self.stats
+                            .add(revision_stat(&service.name, &revision.name, "ejections"), 1);
+                        // It comes back with a clean window, not with the errors that ejected it.
+                        shared::update(&window_key, |_| Some(Vec::new()));
+                    }
+                }
+            }
+            let (Some(policy), Some(canary)) = (service.auto_rollback, service.canary) else {
+                continue;
+            };
+            if !canary.active {
+                continue;
+            }
+            let Some(revision) = service.revisions.get(canary.ready) else {
+                continue;
+            };
+            let rollback_key = self.rollback_key(&service.name);
+            if shared::get(&rollback_key).is_some_and(|v| v != NOT_ROLLED_BACK) {
+                continue;
+            }
+            let window_key = self.scoped("window", &revision.cluster);
+            let window = Window::decode(&shared::get(&window_key).unwrap_or_default());
+            let counts = window.sum(now, policy.window_ms);
+            if !policy.trips(counts) {
+                continue;
+            }
+            let won = shared::update(&rollback_key, |old| {
+                (old == Some(NOT_ROLLED_BACK))
+                    .then(|| encode_pair(counts.errors, counts.total).to_vec())
+            });
+            if won {
+                let stable = service
+                    .revisions
+                    .get(canary.rolled)
+                    .map_or("?", |r| &*r.name);
+                warn!(
+                    "service {:?}: canary {:?} rolled back, 100% to {:?}: {} errors in {} responses ({:.1}%) over {} ms, above {:.1}% (until the configuration changes)",
+                    service.name, revision.name, stable, counts.errors, counts.total, 100.0 * counts.rate(),
+                    policy.window_ms, 100.0 * policy.max_error_rate
+                );
+                self.stats.add(service_stat(&service.name, "rollbacks"), 1);
+                shared::update(&window_key, |_| Some(Vec::new()));
+            }
+        }
+    }
+
+    /// One prober per process: the root context holding the lease probes every due
+    /// cluster; the others read the results from shared data.
+    fn probe(&mut self, now: u64) {
+        if !self.plan.clusters.iter().any(|c| c.probe.is_some()) {
+            return;
+        }
+        let lease_key = key("prober", "lease");
+        let me = self.me;
+        let mine = shared::update(&lease_key, |old| {
+            may_take_lease(old.and_then(decode_pair), me, now)
+                .then(|| encode_pair(me, now + LEASE_MS).to_vec())
+        });
+        if !mine {
+            return;
+        }
+        let plan = Rc::clone(&self.plan);
+        for (ci, cluster) in plan.clusters.iter().enumerate() {
+            let Some((check, authority)) = &cluster.probe else {
+                continue;
+            };
+            let due = self.next_probe.get(ci).copied().unwrap_or(0);
+            if now < due || self.probes.values().any(|&c| c == ci) {
+                continue;
+            }
+            if let Some(next) = self.next_probe.get_mut(ci) {
+                *next = now + check.interval_ms;
+            }
+            let headers = vec![
+                (":method", "GET"),
+                (":path", &*check.path),
+                (":authority", &**authority),
+                ("user-agent", "canary-router-probe"),
+            ];
+            let timeout = Duration::from_millis(check.timeout_ms);
+            match self.dispatch_http_call(&cluster.name, headers, None, vec![], timeout) {
+                Ok(token) => {
+                    self.probes.insert(token, ci);
+                }
+                Err(_) => self.record_probe(ci, false),
+            }
+        }
+    }
+
+    fn record_probe(&mut self, cluster: usize, ok: bool) {
+        let Some((c, check)) = self
+            .plan
+            .clusters
+            .get(cluster)
+            .and_then(|c| Some((c, c.probe.as_ref().map(|(h, _)| h)?)))
+        else {
+            return;
+        };
+        let probe_key = key("probe", &c.name);
+        let before = shared::get(&probe_key)
+            .and_then(|v| Probe::decode(&v))
+            .unwrap_or_default();
+        shared::update(&probe_key, |old| {
+            let p = old.and_then(Probe::decode).unwrap_or_default();
+            Some(p.record(ok, check).encode().to_vec())
+        });
+        let after = before.record(ok, check);
+        if after.ready != before.ready {
+            let state = if after.ready {
+                "ready again"
+            } else {
+                "not ready"
+            };
+            info!(
+                "cluster {:?} is {state} ({} on {})",
+                c.name,
+                if ok { "success" } else { "failure" },
+                check.path
+            );
+        }
+    }
+
+    /// Rebuilds the view from shared state when that state changed.
+    fn refresh(&mut self, now: u64) {
+        let ready: Vec<bool> = self
+            .plan
+            .clusters
+            .iter()
+            .map(|c| {
+                c.probe.is_none()
+                    || shared::get(&key("probe", &c.name))
+                        .and_then(|v| Probe::decode(&v))
+                        .unwrap_or_default()
+                        .ready
+            })
+            .collect();
+        let ejected: Vec<Vec<bool>> = self
+            .router
+            .services
+            .iter()
+            .map(|s| {
+                if s.outlier.is_none() {
+                    return Vec::new();
+                }
+                let set = Ejections::decode(
+                    &shared::get(&self.scoped("eject", &s.name)).unwrap_or_default(),
+                );
+                (0..s.revisions.len())
+                    .map(|ri| set.is_ejected(ri, now))
+                    .collect()
+            })
+            .collect();
+        let rolled: Vec<bool> = self
+            .router
+            .services
+            .iter()
+            .map(|s| {
+                s.auto_rollback.is_some()
+                    && s.canary.is_some_and(|c| c.active)
+                    && shared::get(&self.rollback_key(&s.name))
+                        .is_some_and(|v| v != NOT_ROLLED_BACK)
+            })
+            .collect();
+        let seen = (ready, ejected, rolled);
+        if seen == self.seen {
+            return;
+        }
+        let plan = Rc::clone(&self.plan);
+        let (ready, ejected, rolled) = &seen;
+        let state_of = |si: usize, ri: usize, cluster: &str| ClusterState {
+            ready: plan
+                .cluster_index(cluster)
+                .and_then(|i| ready.get(i).copied())
+                .unwrap_or(true),
+            ejected: ejected
+                .get(si)
+                .and_then(|e| e.get(ri))
+                .copied()
+                .unwrap_or(false),
+        };
+        let view = View::build(&self.router, state_of, |si| {
+            rolled.get(si).copied().unwrap_or(false)
+        });
+        for (si, (old, new)) in self.view.services.iter().zip(&view.services).enumerate() {
+            let Some(s) = self.router.services.get(si) else {
+                continue;
+            };
+            if new.fail_open != old.fail_open {
+                // Once per process: the VM that flips the shared flag logs.
+                let flag = [u8::from(new.fail_open)];
+                let flipped = shared::update(&self.scoped("failopen", &s.name), |v| {
+                    (v.unwrap_or(&[0]) != flag).then(|| flag.to_vec())
+                });
+                if flipped && new.fail_open {
+                    warn!("service {:?}: no revision of its split is available; routing by the configured split (fail open)", s.name);
+                } else if flipped {
+                    info!(
+                        "service {:?}: revisions available again; fail open ended",
+                        s.name
+                    );
+                }
+            }
+        }
+        self.view = Rc::new(view);
+        self.seen = seen;
+        self.record_gauges();
+    }
+
+    /// Readiness, ejection, effective share and rollback, for services with policies.
+    fn record_gauges(&mut self) {
+        let router = Rc::clone(&self.router);
+        let view = Rc::clone(&self.view);
+        for (service, state) in router.services.iter().zip(&view.services) {
+            if service.health_check.is_none()
+                && service.outlier.is_none()
+                && service.auto_rollback.is_none()
+            {
+                continue;
+            }
+            for (ri, revision) in service.revisions.iter().enumerate() {
+                let unavailable = state.unavailable.get(ri).copied().flatten();
+                let share = state
+                    .split
+                    .shares()
+                    .find(|&(r, _)| r == ri)
+                    .map_or(0, |(_, w)| w);
+                let stat = |m: &str| revision_stat(&service.name, &revision.name, m);
+                self.stats.set(
+                    stat("ready"),
+                    u64::from(unavailable != Some(crate::view::Unavailable::NotReady)),
+                );
+                self.stats.set(
+                    stat("ejected"),
+                    u64::from(unavailable == Some(crate::view::Unavailable::Ejected)),
+                );
+                self.stats
+                    .set(stat("effective_percent"), u64::from((share + 50) / 100));
+            }
+            self.stats.set(
+                service_stat(&service.name, "rolled_back"),
+                u64::from(state.rolled_back),
+            );
+        }
     }
 }
 
-impl Context for CanaryRoot {}
+impl Context for CanaryRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        _body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(cluster) = self.probes.remove(&token_id) else {
+            return;
+        };
+        // No headers: timeout, reset or connect failure.
+        let ok = num_headers > 0
+            && hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some("200");
+        self.record_probe(cluster, ok);
+    }
+}
 
 impl RootContext for CanaryRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        // Seeded here, not in on_vm_start: a reconfiguration (ECDS) gets a new root
-        // context in the running VM, and on_vm_start does not run again for it.
-        self.rng.set(Rng::new(self.seed()));
+        // Seeded here too: a reconfiguration (ECDS) gets a new root context in the
+        // running VM.
+        self.rng.set(Rng::new(seed()));
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match config::parse(&bytes) {
-            Ok(router) => {
-                info!("configuration loaded: {}", router.summary());
-                self.router = Rc::new(router);
-                true
-            }
+        let router = match config::parse(&bytes) {
+            Ok(router) => router,
             Err(e) => {
                 error!("configuration rejected: {e}");
-                false
+                return false;
             }
+        };
+        info!("configuration loaded: {}", router.summary());
+        let plan = Plan::new(&router);
+        self.fingerprint = fingerprint(&bytes);
+        // Flags that exactly one VM may flip, created before any VM races to flip them.
+        for service in &router.services {
+            if service.auto_rollback.is_some() {
+                shared::ensure(&self.rollback_key(&service.name), NOT_ROLLED_BACK);
+            }
+            if service.health_check.is_some() || service.outlier.is_some() {
+                shared::ensure(&self.scoped("failopen", &service.name), &[0]);
+            }
+        }
+        self.counters = Rc::new(Counters::new(plan.slot_count()));
+        self.next_probe = vec![0; plan.clusters.len()];
+        self.view = Rc::new(View::configured(&router));
+        self.seen = (Vec::new(), Vec::new(), Vec::new());
+        let tick = if plan.active {
+            Some(TICK)
+        } else if router.metrics() {
+            Some(METRICS_TICK)
+        } else {
+            None
+        };
+        if let Some(period) = tick {
+            let _ = hostcalls::set_tick_period(period);
+        }
+        self.plan = Rc::new(plan);
+        self.router = Rc::new(router);
+        if self.plan.active {
+            self.refresh(now_ms());
+        }
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let now = now_ms();
+        self.flush(now);
+        if self.plan.active {
+            self.evaluate(now);
+            self.probe(now);
+            self.refresh(now);
         }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(CanaryHttp {
             router: Rc::clone(&self.router),
+            plan: Rc::clone(&self.plan),
+            view: Rc::clone(&self.view),
+            counters: Rc::clone(&self.counters),
             rng: Rc::clone(&self.rng),
             choice: None,
+            slot: None,
         }))
     }
 
@@ -79,9 +519,24 @@ impl RootContext for CanaryRoot {
 
 struct CanaryHttp {
     router: Rc<Router>,
+    plan: Rc<Plan>,
+    view: Rc<View>,
+    counters: Rc<Counters>,
     rng: Rc<Cell<Rng>>,
     /// Set when this filter routed the request; names the revision on the response.
     choice: Option<Choice>,
+    /// Counters of the routed revision, when its responses are counted.
+    slot: Option<usize>,
+}
+
+impl CanaryHttp {
+    fn is_status_request(&self) -> bool {
+        let Some(status_path) = self.router.status_path() else {
+            return false;
+        };
+        self.get_http_request_header(":path")
+            .is_some_and(|p| p.split('?').next() == Some(status_path))
+    }
 }
 
 impl Context for CanaryHttp {}
@@ -89,24 +544,63 @@ impl Context for CanaryHttp {}
 impl HttpContext for CanaryHttp {
     // Host calls: unknown host 2 (read authority, remove the cluster header); routed
     // request 2 plus one per header rule read, one for an authority rewrite and one for
-    // the optional upstream revision header.
+    // the optional upstream revision header; +1 (`:path`) with `statusPath`.
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let router = Rc::clone(&self.router);
+        if self.is_status_request() {
+            let body = status::render(&router, &self.view);
+            self.send_http_response(
+                200,
+                vec![
+                    ("content-type", "application/json"),
+                    ("cache-control", "no-store"),
+                ],
+                Some(body.as_bytes()),
+            );
+            return Action::Pause;
+        }
         let authority = self.get_http_request_header(":authority");
         let route = authority.as_deref().and_then(|a| router.lookup(a));
-        let decision = route.and_then(|route| {
+        let outcome = route.and_then(|route| {
             let mut rng = self.rng.get();
-            let decision =
-                router.decide(route, |name| self.get_http_request_header(name), &mut rng);
+            let outcome = router.decide(
+                route,
+                |name| self.get_http_request_header(name),
+                &mut rng,
+                &self.view,
+            );
             self.rng.set(rng);
-            decision
+            outcome
         });
-        match decision {
+        match outcome {
             None => {
                 // Whatever the host, a client never picks the upstream cluster.
                 self.set_http_request_header(router.cluster_header(), None);
             }
-            Some(d) => {
+            Some(Outcome::Unavailable {
+                choice,
+                revision,
+                reason,
+            }) => {
+                let service = router
+                    .services()
+                    .get(choice.service)
+                    .map_or("", |s| s.name());
+                let body = format!(
+                    "revision {revision} of service {service} is {}\n",
+                    reason.as_str()
+                );
+                self.send_http_response(
+                    503,
+                    vec![
+                        (router.revision_header(), revision),
+                        ("content-type", "text/plain"),
+                    ],
+                    Some(body.as_bytes()),
+                );
+                return Action::Pause;
+            }
+            Some(Outcome::Routed(d)) => {
                 // Setting replaces every copy a client sent, and (ABI 0.2.1) makes Envoy
                 // re-select the route, so the `cluster_header` route sees this value.
                 self.set_http_request_header(router.cluster_header(), Some(d.cluster));
@@ -117,6 +611,11 @@ impl HttpContext for CanaryHttp {
                     self.set_http_request_header(router.revision_header(), Some(d.revision));
                 }
                 self.choice = Some(d.choice);
+                let slot = self.plan.slot(d.choice.service, d.choice.revision);
+                if let Some(slot) = slot {
+                    self.counters.routed(slot);
+                }
+                self.slot = slot.filter(|&s| router.metrics() || self.plan.windowed(s));
             }
         }
         Action::Continue
@@ -125,6 +624,13 @@ impl HttpContext for CanaryHttp {
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(name) = self.choice.and_then(|c| self.router.revision_name(c)) {
             self.set_http_response_header(self.router.revision_header(), Some(name));
+        }
+        if let Some(slot) = self.slot.take() {
+            let status = self
+                .get_http_response_header(":status")
+                .and_then(|s| s.parse::<u16>().ok())
+                .unwrap_or(0);
+            self.counters.response(slot, status);
         }
         Action::Continue
     }

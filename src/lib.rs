@@ -7,14 +7,20 @@
 pub mod authority;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod names;
+pub mod plan;
 pub mod rng;
 pub mod router;
 pub mod split;
+pub mod status;
+pub mod view;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;
+#[cfg(target_arch = "wasm32")]
+mod shared;
 
 pub use config::parse;
 pub use error::{ConfigError, ErrorKind};
-pub use router::{Choice, Decision, Router};
+pub use router::{Choice, Decision, Outcome, Router};

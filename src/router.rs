@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 
 use crate::authority::{lookup_key, KeyBuf, KEY_CAPACITY};
+use crate::health::{HealthCheck, Outlier, RatePolicy};
 use crate::rng::Rng;
 use crate::split::Split;
+use crate::view::{Unavailable, View};
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-canary-cluster";
 pub const DEFAULT_REVISION_HEADER: &str = "x-canary-revision";
@@ -16,6 +18,10 @@ pub struct Router {
     pub(crate) cluster_header: Box<str>,
     pub(crate) revision_header: Box<str>,
     pub(crate) upstream_revision_header: bool,
+    /// Answered with the status view when set.
+    pub(crate) status_path: Option<Box<str>>,
+    /// Per-revision Envoy stats (costs a `:status` read per routed response).
+    pub(crate) metrics: bool,
     /// Every authority the filter answers, plain and tagged, lowercased without port.
     pub(crate) hosts: HashMap<Box<str>, HostRoute>,
     pub(crate) services: Vec<Service>,
@@ -27,6 +33,21 @@ pub struct Service {
     pub(crate) revisions: Vec<Revision>,
     pub(crate) split: Split,
     pub(crate) header_routes: Vec<HeaderRoute>,
+    pub(crate) health_check: Option<HealthCheck>,
+    pub(crate) outlier: Option<Outlier>,
+    pub(crate) auto_rollback: Option<RatePolicy>,
+    pub(crate) canary: Option<Canary>,
+    /// `:authority` of probes to revisions without their own `host`.
+    pub(crate) probe_authority: Box<str>,
+}
+
+/// KServe's pair: `ready` is latestReadyRevision, `rolled` latestRolledoutRevision.
+/// `active` while canaryTrafficPercent is strictly between 0 and 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Canary {
+    pub ready: usize,
+    pub rolled: usize,
+    pub active: bool,
 }
 
 #[derive(Debug)]
@@ -66,6 +87,27 @@ pub struct Choice {
     pub revision: usize,
 }
 
+/// The result of a decision.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    Routed(Decision<'a>),
+    /// A tag or header rule chose a revision that is out of rotation.
+    Unavailable {
+        choice: Choice,
+        revision: &'a str,
+        reason: Unavailable,
+    },
+}
+
+impl<'a> Outcome<'a> {
+    pub fn routed(self) -> Option<Decision<'a>> {
+        match self {
+            Outcome::Routed(d) => Some(d),
+            Outcome::Unavailable { .. } => None,
+        }
+    }
+}
+
 /// What the glue must do to the upstream request.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Decision<'a> {
@@ -82,6 +124,8 @@ impl Default for Router {
             cluster_header: DEFAULT_CLUSTER_HEADER.into(),
             revision_header: DEFAULT_REVISION_HEADER.into(),
             upstream_revision_header: false,
+            status_path: None,
+            metrics: true,
             hosts: HashMap::new(),
             services: Vec::new(),
         }
@@ -101,6 +145,14 @@ impl Router {
         self.upstream_revision_header
     }
 
+    pub fn status_path(&self) -> Option<&str> {
+        self.status_path.as_deref()
+    }
+
+    pub fn metrics(&self) -> bool {
+        self.metrics
+    }
+
     pub fn services(&self) -> &[Service] {
         &self.services
     }
@@ -112,36 +164,53 @@ impl Router {
         self.hosts.get(key)
     }
 
-    /// Picks the revision: tag, then header routes (first match), then the split.
-    /// `header` reads one request header; it is called at most once per rule, and only
-    /// for untagged requests of services that have rules.
+    /// Picks the revision: tag, then header routes (first match), then the split that
+    /// `view` says is in effect. `header` reads one request header; it is called at most
+    /// once per rule, and only for untagged requests of services that have rules.
+    /// A tag or rule that names a revision out of rotation gives `Outcome::Unavailable`.
     pub fn decide<'a, H>(
         &'a self,
         route: &'a HostRoute,
         mut header: H,
         rng: &mut Rng,
-    ) -> Option<Decision<'a>>
+        view: &View,
+    ) -> Option<Outcome<'a>>
     where
         H: FnMut(&str) -> Option<String>,
     {
         let service = self.services.get(route.service)?;
-        let (revision, tag_authority) = match &route.tag {
-            Some(tag) => (tag.revision, Some(&*tag.authority)),
-            None => {
-                let by_header = match_header_routes(&service.header_routes, &mut header);
-                (by_header.unwrap_or_else(|| service.split.pick(rng)), None)
-            }
+        let state = view.service(route.service);
+        let (revision, tag_authority, explicit) = match &route.tag {
+            Some(tag) => (tag.revision, Some(&*tag.authority), true),
+            None => match match_header_routes(&service.header_routes, &mut header) {
+                Some(rule) => (rule, None, true),
+                None => {
+                    let split = state.map_or(&service.split, |s| &s.split);
+                    (split.pick(rng), None, false)
+                }
+            },
         };
         let chosen = service.revisions.get(revision)?;
-        Some(Decision {
-            choice: Choice {
-                service: route.service,
-                revision,
-            },
+        let choice = Choice {
+            service: route.service,
+            revision,
+        };
+        if explicit {
+            if let Some(reason) = state.and_then(|s| s.unavailable.get(revision).copied().flatten())
+            {
+                return Some(Outcome::Unavailable {
+                    choice,
+                    revision: &chosen.name,
+                    reason,
+                });
+            }
+        }
+        Some(Outcome::Routed(Decision {
+            choice,
             cluster: &chosen.cluster,
             revision: &chosen.name,
             authority: chosen.host.as_deref().or(tag_authority),
-        })
+        }))
     }
 
     /// The revision name to put on the response of a routed request.
@@ -226,6 +295,7 @@ mod tests {
         rng: &mut Rng,
     ) -> Option<Decision<'a>> {
         let route = r.lookup(host)?;
+        let view = View::configured(r);
         r.decide(
             route,
             |name| {
@@ -235,7 +305,9 @@ mod tests {
                     .map(|(_, v)| v.to_string())
             },
             rng,
-        )
+            &view,
+        )?
+        .routed()
     }
 
     #[test]
@@ -319,6 +391,7 @@ mod tests {
                 None
             },
             &mut Rng::new(1),
+            &View::configured(&r),
         );
         assert_eq!(*reads.borrow(), vec!["traffic", "x-user"]);
         // Services without rules and tagged requests read no header at all.
@@ -332,6 +405,7 @@ mod tests {
                     None
                 },
                 &mut Rng::new(1),
+                &View::configured(&r),
             );
         }
         assert!(reads.borrow().is_empty());
@@ -364,6 +438,68 @@ mod tests {
                 .into_iter()
                 .collect()
         );
+    }
+
+    #[test]
+    fn unavailable_revisions_answer_tags_and_rules_but_leave_the_split() {
+        use crate::view::ClusterState;
+        let r = router();
+        let view = View::build(
+            &r,
+            |_, _, c| ClusterState {
+                ready: c != "c2",
+                ejected: false,
+            },
+            |_| false,
+        );
+        let mut rng = Rng::new(3);
+        let headers = |h: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                h.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        for (host, h) in [
+            ("latest-iris.example.com", &[][..]),
+            ("iris.example.com", &[("traffic", "test")][..]),
+        ] {
+            let out = r
+                .decide(r.lookup(host).unwrap(), headers(h), &mut rng, &view)
+                .unwrap();
+            assert!(
+                matches!(
+                    out,
+                    Outcome::Unavailable {
+                        revision: "r2",
+                        reason: Unavailable::NotReady,
+                        ..
+                    }
+                ),
+                "{out:?}"
+            );
+        }
+        // The split no longer sends anything to r2; r1 stays reachable every way.
+        for _ in 0..500 {
+            let out = r
+                .decide(
+                    r.lookup("iris.example.com").unwrap(),
+                    headers(&[]),
+                    &mut rng,
+                    &view,
+                )
+                .unwrap();
+            assert_eq!(out.routed().unwrap().revision, "r1");
+        }
+        let out = r
+            .decide(
+                r.lookup("prev-iris.example.com").unwrap(),
+                headers(&[]),
+                &mut rng,
+                &view,
+            )
+            .unwrap();
+        assert_eq!(out.routed().unwrap().revision, "r1");
     }
 
     #[test]

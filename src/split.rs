@@ -50,6 +50,46 @@ impl Split {
             .map_or(0, |e| e.revision)
     }
 
+    /// The split among the revisions `keep` accepts, each keeping its share relative to
+    /// the others and its place in bucket order; `None` when none of them has a share.
+    pub fn restricted(&self, keep: impl Fn(usize) -> bool) -> Option<Split> {
+        let mut start = 0;
+        let kept: Vec<(usize, u32)> = self
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let width = e.end - start;
+                start = e.end;
+                keep(e.revision).then_some((e.revision, width))
+            })
+            .collect();
+        let sum: u32 = kept.iter().map(|&(_, w)| w).sum();
+        if sum == 0 {
+            return None;
+        }
+        // Cumulative rounding: the last entry ends exactly at BUCKETS.
+        let mut cumulative = 0u64;
+        let entries = kept
+            .into_iter()
+            .map(|(revision, width)| {
+                cumulative += u64::from(width);
+                let end = (cumulative * u64::from(BUCKETS) / u64::from(sum)) as u32;
+                Entry { revision, end }
+            })
+            .collect();
+        Some(Split { entries })
+    }
+
+    /// `(revision index, buckets out of 10,000)` with a non-zero share, in bucket order.
+    pub fn shares(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        let mut start = 0;
+        self.entries.iter().map(move |e| {
+            let width = e.end - start;
+            start = e.end;
+            (e.revision, width)
+        })
+    }
+
     /// `(revision index, percent)` with a non-zero share, in bucket order.
     pub fn percents(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
         let mut start = 0;
@@ -101,6 +141,28 @@ mod tests {
                 "{counts:?}"
             );
         }
+    }
+
+    #[test]
+    fn restricted_splits_keep_relative_shares() {
+        let s = Split::new([(0, 10), (1, 30), (2, 60)]);
+        let r = s.restricted(|rev| rev != 2).unwrap();
+        assert_eq!(r.shares().collect::<Vec<_>>(), vec![(0, 2500), (1, 7500)]);
+        assert_eq!(
+            s.restricted(|rev| rev == 1)
+                .unwrap()
+                .shares()
+                .collect::<Vec<_>>(),
+            vec![(1, 10_000)]
+        );
+        assert_eq!(s.restricted(|_| true), Some(s.clone()));
+        assert_eq!(s.restricted(|_| false), None);
+        // Thirds round so the buckets still sum to 10,000.
+        let thirds = Split::new([(0, 33), (1, 33), (2, 34)])
+            .restricted(|rev| rev != 2)
+            .unwrap();
+        assert_eq!(thirds.shares().map(|(_, w)| w).sum::<u32>(), BUCKETS);
+        assert_eq!(Split::new([(0, 100)]).restricted(|rev| rev == 1), None);
     }
 
     #[test]

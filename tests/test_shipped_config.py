@@ -66,3 +66,8 @@ def test_compose_file_is_valid_for_docker_compose(tmp_path):
     broken.write_text((ENVOY_DIR / "docker-compose.yaml").read_text().replace("depends_on:", "depends_onn:"))
     r = compose_config(broken)
     assert r.returncode != 0 and "depends_onn" in r.stderr
+
+
+def test_shipped_config_extracts_the_same_stat_tags_the_tests_use():
+    cfg = yaml.safe_load((ENVOY_DIR / "envoy.yaml").read_text())
+    assert cfg["stats_config"]["stats_tags"] == stack.STATS_TAGS

@@ -1,0 +1,263 @@
+//! What the timer has to look after for one configuration, worked out once: the clusters
+//! to probe or count errors for, and per-VM response counters that the request path
+//! bumps without any host call and the timer flushes.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+
+use crate::health::{Counts, HealthCheck};
+use crate::router::Router;
+
+/// One cluster the health machinery looks after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterPlan {
+    pub name: Box<str>,
+    /// Probe settings and `:authority` (from the first service that probes it).
+    pub probe: Option<(HealthCheck, Box<str>)>,
+    /// Errors are counted in shared windows (an outlier or rollback policy covers it).
+    pub windowed: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub clusters: Vec<ClusterPlan>,
+    /// Per service, per revision: the slot of its counters.
+    slots: Vec<Vec<usize>>,
+    /// Per slot: (service, revision, cluster index).
+    slot_info: Vec<(usize, usize, usize)>,
+    /// Any policy at all: if not, the filter sets no timer.
+    pub active: bool,
+}
+
+impl Plan {
+    pub fn new(router: &Router) -> Plan {
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut plan = Plan::default();
+        for (si, service) in router.services.iter().enumerate() {
+            let mut slots = Vec::with_capacity(service.revisions.len());
+            for (rev, revision) in service.revisions.iter().enumerate() {
+                let cluster = *index.entry(&revision.cluster).or_insert_with(|| {
+                    plan.clusters.push(ClusterPlan {
+                        name: revision.cluster.clone(),
+                        probe: None,
+                        windowed: false,
+                    });
+                    plan.clusters.len() - 1
+                });
+                if let Some(c) = plan.clusters.get_mut(cluster) {
+                    if c.probe.is_none() {
+                        c.probe = service.health_check.clone().map(|h| {
+                            let authority = revision
+                                .host
+                                .clone()
+                                .unwrap_or_else(|| service.probe_authority.clone());
+                            (h, authority)
+                        });
+                    }
+                    let is_canary = service.canary.is_some_and(|k| k.ready == rev);
+                    c.windowed |=
+                        service.outlier.is_some() || (is_canary && service.auto_rollback.is_some());
+                }
+                slots.push(plan.slot_info.len());
+                plan.slot_info.push((si, rev, cluster));
+            }
+            plan.slots.push(slots);
+            plan.active |= service.health_check.is_some()
+                || service.outlier.is_some()
+                || service.auto_rollback.is_some();
+        }
+        plan
+    }
+
+    pub fn slot(&self, service: usize, revision: usize) -> Option<usize> {
+        self.slots.get(service)?.get(revision).copied()
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.slot_info.len()
+    }
+
+    pub fn cluster_of_slot(&self, slot: usize) -> Option<usize> {
+        self.slot_info.get(slot).map(|&(_, _, c)| c)
+    }
+
+    /// `(service, revision)` of a slot.
+    pub fn owner_of_slot(&self, slot: usize) -> Option<(usize, usize)> {
+        self.slot_info.get(slot).map(|&(s, r, _)| (s, r))
+    }
+
+    /// Whether responses of this slot feed an error window.
+    pub fn windowed(&self, slot: usize) -> bool {
+        self.cluster_of_slot(slot)
+            .and_then(|c| self.clusters.get(c))
+            .is_some_and(|c| c.windowed)
+    }
+
+    pub fn cluster_index(&self, name: &str) -> Option<usize> {
+        self.clusters.iter().position(|c| &*c.name == name)
+    }
+}
+
+/// Response classes counted per revision.
+pub const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+/// Per-VM counters, one set per slot. Cells: the request path only adds.
+#[derive(Debug, Default)]
+pub struct Counters {
+    slots: Vec<SlotCounters>,
+}
+
+#[derive(Debug, Default)]
+struct SlotCounters {
+    routed: Cell<u64>,
+    /// 2xx, 3xx, 4xx, 5xx; anything else is not counted by class.
+    classes: [Cell<u64>; 4],
+    responses: Cell<u64>,
+}
+
+/// What one slot did since the last flush.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SlotDelta {
+    pub routed: u64,
+    pub classes: [u64; 4],
+    pub responses: u64,
+}
+
+impl SlotDelta {
+    pub fn is_empty(&self) -> bool {
+        *self == SlotDelta::default()
+    }
+
+    /// Window counts: every response, and 5xx (local 503s for resets and connect
+    /// failures included) as errors.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            total: self.responses,
+            errors: self.classes[3],
+        }
+    }
+}
+
+impl Counters {
+    pub fn new(slots: usize) -> Counters {
+        Counters {
+            slots: (0..slots).map(|_| SlotCounters::default()).collect(),
+        }
+    }
+
+    pub fn routed(&self, slot: usize) {
+        if let Some(s) = self.slots.get(slot) {
+            s.routed.set(s.routed.get() + 1);
+        }
+    }
+
+    pub fn response(&self, slot: usize, status: u16) {
+        if let Some(s) = self.slots.get(slot) {
+            s.responses.set(s.responses.get() + 1);
+            if let Some(c) = s.classes.get(usize::from(status / 100).wrapping_sub(2)) {
+                c.set(c.get() + 1);
+            }
+        }
+    }
+
+    /// Takes every slot's counts since the last call.
+    pub fn drain(&self) -> impl Iterator<Item = (usize, SlotDelta)> + '_ {
+        self.slots.iter().enumerate().filter_map(|(i, s)| {
+            let delta = SlotDelta {
+                routed: s.routed.take(),
+                classes: [0, 1, 2, 3].map(|c| s.classes.get(c).map_or(0, Cell::take)),
+                responses: s.responses.take(),
+            };
+            (!delta.is_empty()).then_some((i, delta))
+        })
+    }
+}
+
+/// Envoy stat names, chosen so that two tag-extraction regexes (`stats_tags` in
+/// envoy/envoy.yaml, and the README) turn them into
+/// `canary_router_<metric>{service="…",revision="…"}` in Prometheus.
+pub fn revision_stat(service: &str, revision: &str, metric: &str) -> String {
+    format!("canary_router.service.{service}.revision.{revision}.{metric}")
+}
+
+pub fn service_stat(service: &str, metric: &str) -> String {
+    format!("canary_router.service.{service}.{metric}")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::parse;
+
+    #[test]
+    fn plan_shares_clusters_and_marks_policies() {
+        let cfg = json!({"services": [
+            {"name": "a", "hosts": ["a.com"], "healthCheck": {"path": "/v1/models/a"},
+             "revisions": [{"name": "a1", "cluster": "c1"}, {"name": "a2", "cluster": "c2", "host": "a2.internal"}],
+             "latestRolledoutRevision": "a1", "latestReadyRevision": "a2", "canaryTrafficPercent": 10,
+             "autoRollback": {"maxErrorRate": 0.1}},
+            {"name": "b", "hosts": ["b.com"], "revisions": [{"name": "b1", "cluster": "c1"}]}
+        ]});
+        let router = parse(cfg.to_string().as_bytes()).unwrap();
+        let plan = Plan::new(&router);
+        assert!(plan.active);
+        assert_eq!(plan.clusters.len(), 2);
+        assert_eq!(plan.slot_count(), 3);
+        let c1 = &plan.clusters[0];
+        assert_eq!(
+            c1.probe.as_ref().map(|(h, a)| (&*h.path, &**a)),
+            Some(("/v1/models/a", "a.com"))
+        );
+        assert!(!c1.windowed, "the stable revision has no policy");
+        let c2 = &plan.clusters[1];
+        assert_eq!(c2.probe.as_ref().map(|(_, a)| &**a), Some("a2.internal"));
+        assert!(c2.windowed, "the canary is watched for rollback");
+        assert_eq!(plan.cluster_of_slot(plan.slot(1, 0).unwrap()), Some(0));
+        let quiet = parse(br#"{"services": [{"name": "b", "hosts": ["b.com"], "revisions": [{"name": "b1", "cluster": "c1"}]}]}"#).unwrap();
+        assert!(!Plan::new(&quiet).active);
+    }
+
+    #[test]
+    fn counters_drain_once() {
+        let c = Counters::new(2);
+        c.routed(1);
+        c.response(1, 200);
+        c.response(1, 503);
+        c.response(1, 101);
+        c.response(9, 200);
+        let drained: Vec<_> = c.drain().collect();
+        assert_eq!(
+            drained,
+            vec![(
+                1,
+                SlotDelta {
+                    routed: 1,
+                    classes: [1, 0, 0, 1],
+                    responses: 3
+                }
+            )]
+        );
+        assert_eq!(
+            drained[0].1.counts(),
+            Counts {
+                total: 3,
+                errors: 1
+            }
+        );
+        assert_eq!(c.drain().count(), 0);
+    }
+
+    #[test]
+    fn stat_names() {
+        assert_eq!(
+            revision_stat("iris", "iris-1", "requests"),
+            "canary_router.service.iris.revision.iris-1.requests"
+        );
+        assert_eq!(
+            service_stat("iris", "rollbacks"),
+            "canary_router.service.iris.rollbacks"
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! What one VM currently routes by: per service, the effective split after health and
+//! rollback, and which revisions are out of rotation. Rebuilt on the timer from shared
+//! state, read by the request path without any host call.
+
+use crate::router::Router;
+use crate::split::Split;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    NotReady,
+    Ejected,
+}
+
+impl Unavailable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unavailable::NotReady => "not ready",
+            Unavailable::Ejected => "ejected",
+        }
+    }
+}
+
+/// The health of one cluster, as the shared state says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterState {
+    pub ready: bool,
+    pub ejected: bool,
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        ClusterState {
+            ready: true,
+            ejected: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceView {
+    pub split: Split,
+    /// Per revision, why it is out of rotation.
+    pub unavailable: Vec<Option<Unavailable>>,
+    pub rolled_back: bool,
+    /// No revision that would take a share is available: the configured split is used.
+    pub fail_open: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct View {
+    pub services: Vec<ServiceView>,
+}
+
+impl View {
+    /// Everything healthy, nothing rolled back: the configuration as written.
+    pub fn configured(router: &Router) -> View {
+        View::build(router, |_, _, _| ClusterState::default(), |_| false)
+    }
+
+    /// `state(service, revision, cluster)` says whether a revision is ready and ejected.
+    pub fn build(
+        router: &Router,
+        state: impl Fn(usize, usize, &str) -> ClusterState,
+        rolled_back: impl Fn(usize) -> bool,
+    ) -> View {
+        let services = router
+            .services
+            .iter()
+            .enumerate()
+            .map(|(index, service)| {
+                let unavailable: Vec<Option<Unavailable>> = service
+                    .revisions
+                    .iter()
+                    .enumerate()
+                    .map(|(ri, r)| {
+                        let state = state(index, ri, &r.cluster);
+                        if !state.ready {
+                            Some(Unavailable::NotReady)
+                        } else if state.ejected {
+                            Some(Unavailable::Ejected)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                let rolled = service
+                    .canary
+                    .filter(|c| c.active && service.auto_rollback.is_some() && rolled_back(index));
+                let base = match rolled {
+                    Some(c) => Split::new([(c.rolled, 100)]),
+                    None => service.split.clone(),
+                };
+                let available = |rev: usize| unavailable.get(rev).is_some_and(Option::is_none);
+                let (split, fail_open) = match base.restricted(available) {
+                    Some(split) => (split, false),
+                    None => (base, true),
+                };
+                ServiceView {
+                    split,
+                    unavailable,
+                    rolled_back: rolled.is_some(),
+                    fail_open,
+                }
+            })
+            .collect();
+        View { services }
+    }
+
+    pub fn service(&self, index: usize) -> Option<&ServiceView> {
+        self.services.get(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::parse;
+
+    fn router() -> Router {
+        let cfg = json!({"services": [{
+            "name": "iris", "hosts": ["iris.example.com"],
+            "revisions": [{"name": "r1", "cluster": "c1"}, {"name": "r2", "cluster": "c2"}],
+            "latestRolledoutRevision": "r1", "latestReadyRevision": "r2", "canaryTrafficPercent": 10,
+            "autoRollback": {"maxErrorRate": 0.1}
+        }]});
+        parse(cfg.to_string().as_bytes()).unwrap()
+    }
+
+    fn shares(v: &View) -> Vec<(usize, u32)> {
+        v.services[0].split.shares().collect()
+    }
+
+    #[test]
+    fn unavailable_revisions_lose_their_share() {
+        let r = router();
+        assert_eq!(shares(&View::configured(&r)), vec![(1, 1000), (0, 9000)]);
+        let v = View::build(
+            &r,
+            |_, _, c| ClusterState {
+                ready: c != "c2",
+                ejected: false,
+            },
+            |_| false,
+        );
+        assert_eq!(shares(&v), vec![(0, 10_000)]);
+        assert_eq!(
+            v.services[0].unavailable,
+            vec![None, Some(Unavailable::NotReady)]
+        );
+        let v = View::build(
+            &r,
+            |_, _, c| ClusterState {
+                ready: true,
+                ejected: c == "c1",
+            },
+            |_| false,
+        );
+        assert_eq!(shares(&v), vec![(1, 10_000)]);
+        assert!(!v.services[0].fail_open);
+    }
+
+    #[test]
+    fn nothing_available_fails_open() {
+        let r = router();
+        let v = View::build(
+            &r,
+            |_, _, _| ClusterState {
+                ready: false,
+                ejected: false,
+            },
+            |_| false,
+        );
+        assert!(v.services[0].fail_open);
+        assert_eq!(shares(&v), vec![(1, 1000), (0, 9000)]);
+    }
+
+    #[test]
+    fn rollback_sends_everything_to_the_rolled_out_revision() {
+        let r = router();
+        let v = View::build(&r, |_, _, _| ClusterState::default(), |_| true);
+        assert!(v.services[0].rolled_back);
+        assert_eq!(shares(&v), vec![(0, 10_000)]);
+        // A rolled-out revision that is down: fail open to it rather than the canary.
+        let v = View::build(
+            &r,
+            |_, _, c| ClusterState {
+                ready: c != "c1",
+                ejected: false,
+            },
+            |_| true,
+        );
+        assert!(v.services[0].fail_open);
+        assert_eq!(shares(&v), vec![(0, 10_000)]);
+    }
+}
