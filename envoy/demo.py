@@ -3,7 +3,7 @@
 Starts two real KServe model servers (revision 00001: an SVC, revision 00002: a depth-1
 tree; they answer [[7.7, 3.0, 6.1, 2.3]] with 2 and 1) and Envoy with the filter, then
 walks through KServe's canary rollout: 10% canary, tag routing, header routing, promote,
-rollback. Every step sends real :predict requests and prints what was observed next to
+rollback, and an automatic rollback when the canary's model server dies under load. Every step sends real :predict requests and prints what was observed next to
 what was configured. Everything started is stopped at the end, also on Ctrl-C.
 
 Run it with `make demo`.
@@ -123,9 +123,31 @@ class Demo:
         self.split({R1: 100})
         self.one(f"Host: latest-{HOST} (0% canary, still reachable)", host=f"latest-{HOST}")
 
+        self.auto_rollback()
+
         print()
         print(f"Envoy config: {self.envoy.config_path}")
         print("Done.")
+
+    def auto_rollback(self):
+        """The canary's model server dies under load; the filter rolls back by itself."""
+        watched = copy.deepcopy(BASE)
+        watched["autoRollback"] = {"maxErrorRate": 0.05, "minRequests": 20, "windowMs": 10000}
+        self.configure(watched, "Automatic rollback: the canary's model server dies under load")
+        print(f"   autoRollback: {watched['autoRollback']}")
+        with ThreadPoolExecutor(8) as pool:
+            before = list(pool.map(lambda _: self.predict(), range(REQUESTS)))
+            self.models["sklearn-iris-00002"].stop()
+            print("   ... canary model server (sklearn-iris-00002) stopped ...")
+            after = list(pool.map(lambda _: self.predict(), range(2 * REQUESTS)))
+        failed = sum(1 for _, status, _ in after if status != 200)
+        tail = collections.Counter(model for model, _, _ in after[-REQUESTS:])
+        print(f"   before: {collections.Counter(m for m, _, _ in before)[R2]} of {REQUESTS} answered by the canary")
+        print(f"   after:  {failed} of {2 * REQUESTS} requests failed before the rollback; of the last "
+              f"{REQUESTS}, {tail[R1]} went to {R1}, {tail[R2]} to the canary")
+        for line in self.envoy.log().splitlines():
+            if "rolled back" in line:
+                print("   envoy log: " + line.split("canary-router: ", 2)[-1])
 
     def stop(self):
         if self.envoy:
