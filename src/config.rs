@@ -109,6 +109,12 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
             message: format!("not valid JSON: {e}"),
         })
     })?;
+    if !value.is_object() {
+        return Err(ConfigError::top(ErrorKind::Json {
+            path: String::new(),
+            message: "the configuration must be a JSON object with \"services\"".into(),
+        }));
+    }
     let raw: RawConfig =
         serde_path_to_error::deserialize(&value).map_err(|e| json_error(&value, e))?;
     compile(raw)

@@ -241,7 +241,7 @@ fn rejects_empty_and_malformed() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert_mentions(&e, &["not valid JSON"]);
-    assert_mentions(&reject(&json!([1, 2])), &["invalid type"]);
+    assert_mentions(&reject(&json!([1, 2])), &["must be a JSON object"]);
     assert_mentions(&reject(&json!({})), &["missing field `services`"]);
 }
 
@@ -615,4 +615,37 @@ fn ten_thousand_services_load_quickly() {
     assert_eq!(r.services().len(), 10_000);
     assert!(r.lookup("svc-9999.example.com").is_some());
     assert!(r.lookup("prev-svc-0.example.com").is_some());
+}
+
+/// The corpus under tests/bad_configs (also run on real Envoy by the integration tests):
+/// every file is rejected with a message that has each expected part.
+#[test]
+fn bad_config_corpus_is_rejected_with_its_message() {
+    use std::collections::BTreeMap;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_configs");
+    let expected: BTreeMap<String, Vec<String>> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n != "expected.json")
+        .collect();
+    files.sort();
+    let mut names: Vec<String> = expected.keys().map(|n| format!("{n}.json")).collect();
+    names.sort();
+    assert_eq!(
+        files, names,
+        "every corpus file needs an expectation, and back"
+    );
+    assert!(expected.len() >= 30);
+    for (name, parts) in expected {
+        let bytes = std::fs::read(dir.join(format!("{name}.json"))).unwrap();
+        let err = match parse(&bytes) {
+            Ok(_) => panic!("{name}: accepted"),
+            Err(e) => e.to_string(),
+        };
+        for part in parts {
+            assert!(err.contains(&part), "{name}: {err:?} lacks {part:?}");
+        }
+    }
 }
