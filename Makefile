@@ -17,8 +17,10 @@ REGISTRY ?=
 TLS_VERIFY ?= true
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PYTEST_ARGS ?=
+FUZZ_TARGETS := config authority header_values decision
+FUZZ_SECONDS ?= 60
 
-.PHONY: all toolchain tools wasm opt image push push-args venv demo test lint unit integration bench-rollback fmt clean
+.PHONY: all toolchain tools wasm opt image push push-args venv demo test lint unit integration fuzz fuzz-short fuzz-tools bench-rollback fmt clean
 
 all: wasm
 
@@ -73,8 +75,8 @@ $(VENV)/.installed: tests/requirements.txt
 demo: wasm venv
 	$(PY) envoy/demo.py
 
-## Every test: lints, host unit tests, then integration tests on real Envoy.
-test: lint unit integration
+## Every test: lints, host unit tests, a short fuzz run, integration tests on real Envoy.
+test: lint unit fuzz-short integration
 
 lint: toolchain
 	cargo fmt --check
@@ -86,6 +88,25 @@ unit:
 
 integration: wasm opt venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## cargo fuzz (nightly, libFuzzer): FUZZ_SECONDS per target, seeds in fuzz/corpus,
+## new inputs kept in fuzz/target/corpus; a crash leaves its input in fuzz/artifacts.
+fuzz-tools:
+	@rustup run nightly rustc --version >/dev/null 2>&1 || { echo "cargo fuzz needs the nightly toolchain: rustup toolchain install nightly"; exit 1; }
+	@cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --version 0.13.2 --locked
+
+fuzz: fuzz-tools
+	@mkdir -p target/reports
+	@set -o pipefail; cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p target/corpus/$$t; \
+	  cargo +nightly fuzz run $$t target/corpus/$$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) \
+	    -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=5 > target/$$t.log 2>&1 \
+	    || { tail -n 40 target/$$t.log; echo "fuzz target $$t failed: input in fuzz/artifacts/$$t/"; exit 1; }; \
+	  echo "fuzz $$t: $$(grep -Eo 'Done [0-9]+ runs in [0-9]+ second' target/$$t.log | tail -n 1)s"; \
+	done | tee ../target/reports/fuzz.txt
+
+fuzz-short:
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15
 
 ## Time to automatic rollback and requests lost, on real Envoy (markdown table).
 bench-rollback: wasm venv
