@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 FUZZ_TARGETS := config authority header_values decision
 FUZZ_SECONDS ?= 60
 
-.PHONY: all toolchain tools wasm opt image push push-args venv demo test lint unit integration fuzz fuzz-short fuzz-tools bench-rollback fmt clean
+.PHONY: all toolchain tools wasm opt image push push-args venv demo test lint unit integration fuzz fuzz-short fuzz-tools bench-rollback soak fmt clean
 
 all: wasm
 
@@ -88,6 +88,11 @@ unit:
 
 integration: wasm opt venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## Soak under faults: SOAK_SECONDS of load while revisions fail, hang, die and the
+## config reloads; prints and writes target/reports/soak.json.
+soak: wasm venv
+	$(PY) bench/soak.py $(or $(SOAK_SECONDS),300)
 
 ## cargo fuzz (nightly, libFuzzer): FUZZ_SECONDS per target, seeds in fuzz/corpus,
 ## new inputs kept in fuzz/target/corpus; a crash leaves its input in fuzz/artifacts.

@@ -110,6 +110,15 @@ def wait_http(port: int, path: str, timeout: float, proc: subprocess.Popen | Non
 # --- Echo backend ----------------------------------------------------------------
 
 
+class QuietServer(ThreadingHTTPServer):
+    """Clients that hang up (Envoy timing out a hanging backend) are not errors here."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass
+
+
 class EchoBackend:
     """An upstream that answers every request with its own name and records what it
     received, so tests can assert on the authority and headers that reached it."""
@@ -172,7 +181,7 @@ class EchoBackend:
         self._serve(port)
 
     def _serve(self, port: int):
-        self.server = ThreadingHTTPServer((LOOPBACK, port), self._handler)
+        self.server = QuietServer((LOOPBACK, port), self._handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -248,7 +257,7 @@ def write_ecds(path: Path, plugin_config, version: str, wasm: Path = WASM, name:
 
 def envoy_config(listen_port: int, admin_port: int, plugin_config, clusters: dict[str, int],
                  cluster_header: str = "x-canary-cluster", fallback_cluster: str | None = None,
-                 wasm: Path = WASM, ecds_path: Path | None = None) -> dict:
+                 wasm: Path = WASM, ecds_path: Path | None = None, route_timeout: str = "30s") -> dict:
     """A listener with the filter, a route on `cluster_header`, one cluster per revision
     (name -> port on 127.0.0.1) and, for requests the filter did not route, either a 404
     or `fallback_cluster`. With `ecds_path`, the filter comes from that ECDS file
@@ -279,7 +288,7 @@ def envoy_config(listen_port: int, admin_port: int, plugin_config, clusters: dic
                             "routes": [
                                 {"match": {"prefix": "/", "headers": [
                                     {"name": cluster_header, "present_match": True}]},
-                                 "route": {"cluster_header": cluster_header, "timeout": "30s"}},
+                                 "route": {"cluster_header": cluster_header, "timeout": route_timeout}},
                                 {"match": {"prefix": "/"}, **fallback},
                             ]}]},
                         "http_filters": [

@@ -14,7 +14,9 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 
 use crate::config;
-use crate::health::{decode_pair, encode_pair, may_take_lease, Counts, Ejections, Probe, Window};
+use crate::health::{
+    cluster_id, decode_pair, encode_pair, fnv1a, may_take_lease, Counts, Ejections, Probe, Window,
+};
 use crate::plan::{revision_stat, service_stat, Counters, Plan, CLASSES};
 use crate::rng::Rng;
 use crate::router::{Choice, Outcome, Router};
@@ -48,6 +50,8 @@ struct CanaryRoot {
     me: u64,
     /// Rollback state belongs to one configuration: a new one starts unrolled.
     fingerprint: String,
+    /// A configuration judges its canary on the responses since it was loaded.
+    loaded_at: u64,
     stats: Stats,
     /// Probe in flight: token -> cluster index.
     probes: HashMap<u32, usize>,
@@ -66,14 +70,6 @@ fn key(kind: &str, name: &str) -> String {
     format!("{PREFIX}{kind}/{name}")
 }
 
-/// FNV-1a: the same configuration bytes give the same key in every worker.
-fn fingerprint(bytes: &[u8]) -> String {
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("{hash:016x}")
-}
-
 impl CanaryRoot {
     fn new() -> Self {
         let router = Rc::new(Router::default());
@@ -85,6 +81,7 @@ impl CanaryRoot {
             rng: Rc::new(Cell::new(Rng::new(seed()))),
             me: seed() | 1,
             fingerprint: String::new(),
+            loaded_at: 0,
             stats: Stats::default(),
             probes: HashMap::new(),
             next_probe: Vec::new(),
@@ -92,8 +89,8 @@ impl CanaryRoot {
         }
     }
 
-    /// Error windows, ejections and rollback belong to one configuration: a new one
-    /// is judged on its own responses.
+    /// Rollback and fail-open state belong to one configuration (error windows,
+    /// readiness and ejections belong to the clusters, and outlive reloads).
     fn scoped(&self, kind: &str, name: &str) -> String {
         key(kind, &format!("{}/{name}", self.fingerprint))
     }
@@ -134,7 +131,7 @@ impl CanaryRoot {
         }
         for (cluster, counts) in windows {
             if let Some(c) = self.plan.clusters.get(cluster) {
-                shared::update(&self.scoped("window", &c.name), |old| {
+                shared::update(&key("window", &c.name), |old| {
                     let mut w = Window::decode(old.unwrap_or_default());
                     w.add(now, counts);
                     Some(w.encode())
@@ -148,25 +145,34 @@ impl CanaryRoot {
         let router = Rc::clone(&self.router);
         for (si, service) in router.services.iter().enumerate() {
             if let Some(outlier) = service.outlier {
-                let split: Vec<usize> = service.split.shares().map(|(r, _)| r).collect();
-                let state = self.view.service(si).cloned();
-                let ready = |r: usize| {
-                    state.as_ref().is_some_and(|s| {
-                        s.unavailable.get(r).copied().flatten()
-                            != Some(crate::view::Unavailable::NotReady)
-                    })
-                };
-                for (ri, revision) in service.revisions.iter().enumerate() {
-                    let window_key = self.scoped("window", &revision.cluster);
+                let id_of = |r: usize| service.revisions.get(r).map(|rev| cluster_id(&rev.cluster));
+                let split: Vec<u64> = service
+                    .split
+                    .shares()
+                    .filter_map(|(r, _)| id_of(r))
+                    .collect();
+                // Readiness by cluster id, as this VM's view has it.
+                let not_ready: Vec<u64> = self.view.service(si).map_or(Vec::new(), |s| {
+                    s.unavailable
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, u)| **u == Some(crate::view::Unavailable::NotReady))
+                        .filter_map(|(r, _)| id_of(r))
+                        .collect()
+                });
+                let ready = |c: u64| !not_ready.contains(&c);
+                for revision in &service.revisions {
+                    let window_key = key("window", &revision.cluster);
                     let window = Window::decode(&shared::get(&window_key).unwrap_or_default());
                     let counts = window.sum(now, outlier.rate.window_ms);
                     if !outlier.rate.trips(counts) {
                         continue;
                     }
                     let until = now + outlier.ejection_ms;
-                    let ejected = shared::update(&self.scoped("eject", &service.name), |old| {
+                    let id = cluster_id(&revision.cluster);
+                    let ejected = shared::update(&key("eject", &service.name), |old| {
                         Ejections::decode(old.unwrap_or_default())
-                            .eject(ri, now, until, &split, ready)
+                            .eject(id, now, until, &split, ready)
                             .map(|e| e.encode())
                     });
                     if ejected {
@@ -195,9 +201,9 @@ impl CanaryRoot {
             if shared::get(&rollback_key).is_some_and(|v| v != NOT_ROLLED_BACK) {
                 continue;
             }
-            let window_key = self.scoped("window", &revision.cluster);
-            let window = Window::decode(&shared::get(&window_key).unwrap_or_default());
-            let counts = window.sum(now, policy.window_ms);
+            let window =
+                Window::decode(&shared::get(&key("window", &revision.cluster)).unwrap_or_default());
+            let counts = window.sum_since(now, policy.window_ms, self.loaded_at);
             if !policy.trips(counts) {
                 continue;
             }
@@ -216,7 +222,6 @@ impl CanaryRoot {
                     policy.window_ms, 100.0 * policy.max_error_rate
                 );
                 self.stats.add(service_stat(&service.name, "rollbacks"), 1);
-                shared::update(&window_key, |_| Some(Vec::new()));
             }
         }
     }
@@ -319,11 +324,11 @@ impl CanaryRoot {
                 if s.outlier.is_none() {
                     return Vec::new();
                 }
-                let set = Ejections::decode(
-                    &shared::get(&self.scoped("eject", &s.name)).unwrap_or_default(),
-                );
-                (0..s.revisions.len())
-                    .map(|ri| set.is_ejected(ri, now))
+                let set =
+                    Ejections::decode(&shared::get(&key("eject", &s.name)).unwrap_or_default());
+                s.revisions
+                    .iter()
+                    .map(|r| set.is_ejected(cluster_id(&r.cluster), now))
                     .collect()
             })
             .collect();
@@ -458,7 +463,8 @@ impl RootContext for CanaryRoot {
         };
         info!("configuration loaded: {}", router.summary());
         let plan = Plan::new(&router);
-        self.fingerprint = fingerprint(&bytes);
+        self.fingerprint = format!("{:016x}", fnv1a(&bytes));
+        self.loaded_at = now_ms();
         // Flags that exactly one VM may flip, created before any VM races to flip them.
         for service in &router.services {
             if service.auto_rollback.is_some() {

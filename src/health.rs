@@ -152,11 +152,18 @@ impl Window {
 
     /// Counts over the last `window_ms` (whole buckets, the current one included).
     pub fn sum(&self, now_ms: u64, window_ms: u64) -> Counts {
+        self.sum_since(now_ms, window_ms, 0)
+    }
+
+    /// As `sum`, without buckets older than `since_ms` (a configuration judges its
+    /// canary on the responses since it was loaded).
+    pub fn sum_since(&self, now_ms: u64, window_ms: u64, since_ms: u64) -> Counts {
         let now = now_ms / BUCKET_MS;
+        let since = since_ms / BUCKET_MS;
         let span = window_ms.div_ceil(BUCKET_MS).max(1);
         self.buckets
             .iter()
-            .filter(|b| b.second <= now && b.second + span > now)
+            .filter(|b| b.second <= now && b.second + span > now && b.second >= since)
             .fold(Counts::default(), |c, b| Counts {
                 total: c.total + u64::from(b.total),
                 errors: c.errors + u64::from(b.errors),
@@ -189,9 +196,10 @@ impl Window {
     }
 }
 
-/// The ejected revisions of one service with their deadlines, kept in one shared-data
-/// value so that "never eject the last available revision" is decided in the same
-/// compare-and-swap that ejects.
+/// The ejected clusters of one service (by `cluster_id`) with their deadlines, kept in
+/// one shared-data value so that "never eject the last available revision" is decided
+/// in the same compare-and-swap that ejects. Keyed by cluster, not by revision index, so
+/// that ejections outlive configuration reloads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ejections(Vec<(u64, u64)>);
 
@@ -207,29 +215,29 @@ impl Ejections {
             .collect()
     }
 
-    pub fn is_ejected(&self, revision: usize, now_ms: u64) -> bool {
+    pub fn is_ejected(&self, cluster: u64, now_ms: u64) -> bool {
         self.0
             .iter()
-            .any(|&(r, until)| r == revision as u64 && until > now_ms)
+            .any(|&(c, until)| c == cluster && until > now_ms)
     }
 
-    /// The set with `revision` ejected until `until`, or `None` when it is already
-    /// ejected or when no other revision of `split` would stay available (`ready` and
-    /// not ejected).
+    /// The set with `cluster` ejected until `until`, or `None` when it is already
+    /// ejected or when no other cluster of the split (`split`: ids of the clusters with a
+    /// share) would stay available (`ready` and not ejected).
     pub fn eject(
         &self,
-        revision: usize,
+        cluster: u64,
         now_ms: u64,
         until: u64,
-        split: &[usize],
-        ready: impl Fn(usize) -> bool,
+        split: &[u64],
+        ready: impl Fn(u64) -> bool,
     ) -> Option<Ejections> {
-        if self.is_ejected(revision, now_ms) {
+        if self.is_ejected(cluster, now_ms) {
             return None;
         }
         let another = split
             .iter()
-            .any(|&r| r != revision && ready(r) && !self.is_ejected(r, now_ms));
+            .any(|&c| c != cluster && ready(c) && !self.is_ejected(c, now_ms));
         if !another {
             return None;
         }
@@ -239,9 +247,21 @@ impl Ejections {
             .copied()
             .filter(|&(_, u)| u > now_ms)
             .collect();
-        next.push((revision as u64, until));
+        next.push((cluster, until));
         Some(Ejections(next))
     }
+}
+
+/// FNV-1a: the same bytes give the same value in every worker, process and restart.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A stable id for a cluster name.
+pub fn cluster_id(name: &str) -> u64 {
+    fnv1a(name.as_bytes())
 }
 
 /// A u64 pair in shared data: an ejection (until, count), a prober lease (owner, until)
@@ -412,6 +432,7 @@ mod tests {
     fn ejections_never_take_the_last_revision() {
         let none = Ejections::default();
         let split = [0, 1];
+        assert_ne!(cluster_id("c1"), cluster_id("c2"));
         let one = none.eject(1, 0, 100, &split, |_| true).unwrap();
         assert!(one.is_ejected(1, 50) && !one.is_ejected(1, 100));
         assert_eq!(
