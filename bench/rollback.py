@@ -9,11 +9,10 @@ the same measurement and asserts on it.
 
 from __future__ import annotations
 
-import http.client
 import json
 import statistics
+import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -35,39 +34,6 @@ def config(policy: dict) -> dict:
     }]}
 
 
-class Load:
-    """Closed-loop clients on keep-alive connections; records (start, status, backend)."""
-
-    def __init__(self, port: int, clients: int):
-        self.port = port
-        self.records: list[tuple[float, object, str | None]] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
-
-    def client(self):
-        conn = http.client.HTTPConnection(stack.LOOPBACK, self.port, timeout=10)
-        while not self.stop.is_set():
-            start = time.monotonic()
-            try:
-                r = stack.request(self.port, "/v1/models/sklearn-iris:predict", host=HOST, conn=conn)
-                self.records.append((start, r.status, r.header("x-backend")))
-            except (OSError, http.client.HTTPException) as e:
-                self.records.append((start, type(e).__name__, None))
-                conn.close()
-                conn = http.client.HTTPConnection(stack.LOOPBACK, self.port, timeout=10)
-        conn.close()
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=15)
-
-
 def measure(workdir: Path, policy: dict | None = None, clients: int = 4, warmup: float = 1.5,
             after: float = 3.0) -> dict:
     """One round: healthy canary for `warmup` s, then it fails every request."""
@@ -76,29 +42,30 @@ def measure(workdir: Path, policy: dict | None = None, clients: int = 4, warmup:
     try:
         cfg = stack.envoy_config(stack.free_port(), stack.free_port(), config(policy),
                                  {n: b.port for n, b in backends.items()})
-        with stack.Envoy(cfg, workdir, concurrency=2) as envoy, Load(envoy.port, clients) as load:
+        with stack.Envoy(cfg, workdir, concurrency=2) as envoy, stack.Load(envoy.port, HOST, ("x-backend",), clients) as load:
             time.sleep(warmup)
-            broke_at = time.monotonic()
+            broke_at = time.time()
             backends["c2"].fail = True
             time.sleep(after)
         log = envoy.log()
     finally:
         for b in backends.values():
             b.stop()
+    # Records: (start, end, status, x-backend).
     after_break = [r for r in load.records if r[0] >= broke_at]
-    to_canary = [r for r in after_break if r[2] == "c2"]
-    failed = [r for r in after_break if r[1] != 200]
+    to_canary = [r for r in after_break if r[3] == "c2"]
+    failed = [r for r in after_break if r[2] != 200]
     last_canary = max((r[0] for r in to_canary), default=broke_at)
     elapsed = (max(r[0] for r in load.records) - min(r[0] for r in load.records)) if load.records else 1
     return {
         "requests": len(load.records),
         "rps": round(len(load.records) / elapsed),
         "failed_before_rollback": len(failed),
-        "failed_not_from_canary": len([r for r in failed if r[2] != "c2"]),
+        "failed_not_from_canary": len([r for r in failed if r[3] != "c2"]),
         "time_to_rollback_ms": round(1000 * (last_canary - broke_at), 1),
         "rolled_back": "rolled back, 100% to" in log,
         "rollback_log_lines": log.count("rolled back, 100% to"),
-        "canary_after_rollback": len([r for r in after_break if r[0] > last_canary and r[2] == "c2"]),
+        "canary_after_rollback": len([r for r in after_break if r[0] > last_canary and r[3] == "c2"]),
     }
 
 
@@ -118,4 +85,6 @@ def main(rounds: int):
 
 
 if __name__ == "__main__":
+    # A plain kill ends through the cleanup code (the Envoy context manager, atexit).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)

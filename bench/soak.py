@@ -13,11 +13,10 @@ tests/test_soak.py runs a short version and asserts the same.
 from __future__ import annotations
 
 import datetime
-import http.client
 import json
 import re
+import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -46,35 +45,16 @@ def config(step: int) -> dict:
     }]}
 
 
-class Load:
-    def __init__(self, port: int, clients: int):
-        self.port = port
-        self.records: list[tuple] = []  # (start wall, end wall, status, backend, revision)
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
-
-    def client(self):
-        conn = http.client.HTTPConnection(stack.LOOPBACK, self.port, timeout=10)
-        while not self.stop.is_set():
-            start = time.time()
-            try:
-                r = stack.request(self.port, "/v1/models/iris:predict", host=HOST, conn=conn)
-                self.records.append((start, time.time(), r.status, r.header("x-backend"), r.header("x-canary-revision")))
-            except (OSError, http.client.HTTPException) as e:
-                self.records.append((start, time.time(), type(e).__name__, None, None))
-                conn.close()
-                conn = http.client.HTTPConnection(stack.LOOPBACK, self.port, timeout=10)
-        conn.close()
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=15)
+def inject(backend: stack.EchoBackend, kind: str, on: bool):
+    """Starts (`on`) or ends one fault on a backend."""
+    if kind == "500s":
+        backend.fail = on
+    elif kind == "hang":
+        backend.hang = on
+    elif on:
+        backend.stop()
+    else:
+        backend.restart()
 
 
 def rss_kb(pid: int) -> int:
@@ -107,7 +87,8 @@ def run(seconds: float, workdir: Path, fault_seconds: float = 4.0, reload_second
     try:
         cfg = stack.envoy_config(stack.free_port(), stack.free_port(), config(0),
                                  {c: b.port for c, b in backends.items()}, ecds_path=ecds, route_timeout="1s")
-        with stack.Envoy(cfg, workdir, concurrency=2) as envoy, Load(envoy.port, 4) as load:
+        with stack.Envoy(cfg, workdir, concurrency=2) as envoy, stack.Load(envoy.port, HOST, ("x-backend", "x-canary-revision"),
+                                                                    path="/v1/models/iris:predict") as load:
             time.sleep(3)  # warm up
             vms_before = stat(envoy, "wasm.envoy.wasm.runtime.v8.active")
             rss_before = rss_kb(envoy.proc.pid)
@@ -124,35 +105,20 @@ def run(seconds: float, workdir: Path, fault_seconds: float = 4.0, reload_second
                 if now >= next_fault:
                     if active:  # end the running fault
                         kind, cluster, since = active
-                        b = backends[cluster]
-                        if kind == "500s":
-                            b.fail = False
-                        elif kind == "down":
-                            b.restart()
-                        else:
-                            b.hang = False
+                        inject(backends[cluster], kind, False)
                         faults.append((since, time.time(), kind, cluster))
                         active = None
                         next_fault = now + fault_seconds / 2  # a quiet spell between faults
                     else:
                         kind, cluster = FAULTS[fault_index % len(FAULTS)]
                         fault_index += 1
-                        b = backends[cluster]
-                        if kind == "500s":
-                            b.fail = True
-                        elif kind == "down":
-                            b.stop()
-                        else:
-                            b.hang = True
+                        inject(backends[cluster], kind, True)
                         active = (kind, cluster, time.time())
                         next_fault = now + fault_seconds
                 time.sleep(0.05)
             if active:
                 kind, cluster, since = active
-                b = backends[cluster]
-                b.fail = b.hang = False
-                if kind == "down":
-                    b.restart()
+                inject(backends[cluster], kind, False)
                 faults.append((since, time.time(), kind, cluster))
             time.sleep(GRACE)  # let the last faulty requests finish
             vms_after = stat(envoy, "wasm.envoy.wasm.runtime.v8.active")
@@ -186,7 +152,8 @@ def run(seconds: float, workdir: Path, fault_seconds: float = 4.0, reload_second
     unexplained = [r for r in errors if not explained(r)]
     # Routed to an ejected revision: by the split, one tick (100 ms) after the ejection
     # was logged and before it ended.
-    to_ejected = [r for r in load.records for t, c in ejections(log)
+    ejected = ejections(log)
+    to_ejected = [r for r in load.records for t, c in ejected
                   if r[4] == f"iris-{c}" and t + 0.25 <= r[0] <= t + EJECTION_MS / 1000 - 0.25]
     return {
         "seconds": seconds,
@@ -199,7 +166,7 @@ def run(seconds: float, workdir: Path, fault_seconds: float = 4.0, reload_second
         "faults_injected": len(faults),
         "fault_kinds": sorted({k for _, _, k, _ in faults}),
         "config_reloads": reloads,
-        "ejections": len(ejections(log)),
+        "ejections": len(ejected),
         # Live VMs (one per worker plus the main thread's): a VM that died and was
         # replaced, or leaked, changes this. Envoy also builds one short-lived VM per
         # distinct new plugin configuration (`created` counts those too).
@@ -215,6 +182,8 @@ def run(seconds: float, workdir: Path, fault_seconds: float = 4.0, reload_second
 
 
 if __name__ == "__main__":
+    # A plain kill ends through the cleanup code (the Envoy context manager, atexit).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 300
     result = run(seconds, stack.scratch_dir("soak-"))
     out = ROOT / "target" / "reports" / "soak.json"

@@ -53,8 +53,11 @@ class Demo:
 
     def start_models(self):
         print(f"Starting two KServe model servers (logs in {self.workdir}) ...")
-        self.models = {"sklearn-iris-00001": stack.ModelServer("svc", self.workdir).start(),
-                       "sklearn-iris-00002": stack.ModelServer("tree", self.workdir).start()}
+        # Registered before they start, so that an interrupt at any moment stops them.
+        self.models = {"sklearn-iris-00001": stack.ModelServer("svc", self.workdir),
+                       "sklearn-iris-00002": stack.ModelServer("tree", self.workdir)}
+        for m in self.models.values():
+            m.start()
         for cluster, m in self.models.items():
             m.wait_ready()
             print(f"  {cluster}: {m.kind} model ready on 127.0.0.1:{m.port}")
@@ -66,7 +69,8 @@ class Demo:
             self.envoy.stop()
         cfg = stack.envoy_config(self.listen_port, self.admin_port, {"services": [service]},
                                  {name: m.port for name, m in self.models.items()})
-        self.envoy = stack.Envoy(cfg, self.workdir, concurrency=2).start().wait_ready()
+        self.envoy = stack.Envoy(cfg, self.workdir, concurrency=2)
+        self.envoy.start().wait_ready()
         print()
         print(bold(f"== {title}"))
         shown = {k: service[k] for k in ("latestRolledoutRevision", "latestReadyRevision",

@@ -7,6 +7,7 @@ library only, so it runs in the project venv without extra packages.
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import json
 import os
@@ -89,6 +90,42 @@ def request(port: int, path: str = "/", host: str | None = None, headers=(),
     finally:
         if own:
             c.close()
+
+
+class Load:
+    """Closed-loop clients on keep-alive connections, for as long as the `with` lasts.
+    Records one tuple per request: (start, end, status, *values of `headers`), wall-clock
+    times; a connection error records its exception name as the status."""
+
+    def __init__(self, port: int, host: str, headers: tuple[str, ...], clients: int = 4,
+                 path: str = "/v1/models/sklearn-iris:predict"):
+        self.port, self.host, self.headers, self.path = port, host, headers, path
+        self.records: list[tuple] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+
+    def _client(self):
+        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=10)
+        while not self.stop.is_set():
+            start = time.time()
+            try:
+                r = request(self.port, self.path, host=self.host, conn=conn)
+                self.records.append((start, time.time(), r.status, *(r.header(h) for h in self.headers)))
+            except (OSError, http.client.HTTPException) as e:
+                self.records.append((start, time.time(), type(e).__name__, *(None for _ in self.headers)))
+                conn.close()
+                conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=10)
+        conn.close()
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=15)
 
 
 def wait_http(port: int, path: str, timeout: float, proc: subprocess.Popen | None = None,
@@ -329,10 +366,9 @@ class Envoy:
 
     def start(self) -> "Envoy":
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
+        self.proc = _spawn(
             [str(ENVOY_BIN), "-c", str(self.config_path), "--concurrency", str(self.concurrency),
-             "--disable-hot-restart", "--log-level", "info"],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+             "--disable-hot-restart", "--log-level", "info"], self._log)
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> "Envoy":
@@ -360,6 +396,23 @@ class Envoy:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+# Every process started here, so that none outlives the script that started it, even
+# when the script ends without reaching its own cleanup.
+_STARTED: list[subprocess.Popen] = []
+
+
+def _spawn(args: list[str], log) -> subprocess.Popen:
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _STARTED.append(proc)
+    return proc
+
+
+@atexit.register
+def _stop_all():
+    for proc in _STARTED:
+        stop_process(proc)
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 5.0):
@@ -390,12 +443,11 @@ class ModelServer:
 
     def start(self) -> "ModelServer":
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
+        self.proc = _spawn(
             [str(PYTHON), str(ROOT / "envoy" / "model_server.py"), "--kind", self.kind,
              "--model_name", self.model_name, "--http_port", str(self.port),
              "--enable_grpc", "false", "--enable_latency_logging", "false",
-             "--configure_logging", "false"],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+             "--configure_logging", "false"], self._log)
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> "ModelServer":

@@ -4,9 +4,7 @@ canary moves 10 -> 50 -> 0 -> promoted, then a bad config arrives. Every step's 
 gives the revisions a distinct `host`, and the upstream echoes the authority it saw, so
 each response says which configuration routed it."""
 
-import http.client
 import json
-import threading
 import time
 
 import stack
@@ -25,39 +23,6 @@ def step_config(version: int, percent):
     return {"services": [svc]}
 
 
-class Load:
-    """Closed-loop clients on keep-alive connections, recording every request."""
-
-    def __init__(self, port: int, clients: int = 4):
-        self.port = port
-        self.records = []  # (start, status or exception name, backend, authority)
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
-
-    def client(self):
-        conn = http.client.HTTPConnection(stack.LOOPBACK, self.port, timeout=10)
-        while not self.stop.is_set():
-            start = time.monotonic()
-            try:
-                r = stack.request(self.port, "/v1/models/sklearn-iris:predict", host=HOST, conn=conn)
-                self.records.append((start, r.status, r.header("x-backend"), r.header("x-seen-authority")))
-            except (OSError, http.client.HTTPException) as e:
-                self.records.append((start, type(e).__name__, None, None))
-                conn.close()
-                conn = http.client.HTTPConnection(stack.LOOPBACK, self.port, timeout=10)
-        conn.close()
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=15)
-
-
 def version_of(authority: str | None) -> int | None:
     # c1.v3.internal -> 3
     try:
@@ -70,20 +35,21 @@ def test_canary_moves_under_load_with_no_failed_request(tmp_path, backends):
     ecds = tmp_path / "ecds.json"
     cfg = stack.envoy_config(stack.free_port(), stack.free_port(), step_config(1, STEPS[0]),
                              {n: b.port for n, b in backends.items()}, ecds_path=ecds)
-    with stack.Envoy(cfg, tmp_path, concurrency=2) as envoy, Load(envoy.port) as load:
-        writes = {1: time.monotonic()}
+    with stack.Envoy(cfg, tmp_path, concurrency=2) as envoy, stack.Load(envoy.port, HOST, ("x-backend", "x-seen-authority")) as load:
+        writes = {1: time.time()}
         time.sleep(STEP_SECONDS)
         for version, percent in enumerate(STEPS[1:], start=2):
-            writes[version] = time.monotonic()
+            writes[version] = time.time()
             stack.write_ecds(ecds, step_config(version, percent), str(version))
             time.sleep(STEP_SECONDS)
-        bad_at = time.monotonic()
+        bad_at = time.time()
         stack.write_ecds(ecds, {"services": [kserve_service(150)]}, "bad")
         time.sleep(STEP_SECONDS)
     log = envoy.log()
 
     records = load.records
-    failed = [r for r in records if r[1] != 200]
+    # Records: (start, end, status, x-backend, x-seen-authority).
+    failed = [r for r in records if r[2] != 200]
     assert not failed, f"{len(failed)} failed of {len(records)}: {failed[:5]}"
 
     report = {"requests": len(records), "failed": 0, "steps": []}
@@ -91,10 +57,10 @@ def test_canary_moves_under_load_with_no_failed_request(tmp_path, backends):
         written = writes[version]
         # Time to new config: from the write until the last request that still started
         # on the previous configuration.
-        stale = [r[0] for r in records if r[0] >= written and version_of(r[3]) == version - 1]
+        stale = [r[0] for r in records if r[0] >= written and version_of(r[4]) == version - 1]
         switch = (max(stale) - written) if stale else 0.0
-        mine = [r for r in records if version_of(r[3]) == version]
-        canary = sum(1 for r in mine if r[2] == "c2")
+        mine = [r for r in records if version_of(r[4]) == version]
+        canary = sum(1 for r in mine if r[3] == "c2")
         expected = 100 if percent is None else percent
         if version > 1:
             assert switch < 1.0, f"step {version}: old config served {switch:.3f}s after the write"
@@ -109,7 +75,7 @@ def test_canary_moves_under_load_with_no_failed_request(tmp_path, backends):
 
     # The bad config was refused; the promoted one kept serving every request.
     after_bad = [r for r in records if r[0] > bad_at]
-    assert after_bad and all(version_of(r[3]) == len(STEPS) and r[2] == "c2" for r in after_bad)
+    assert after_bad and all(version_of(r[4]) == len(STEPS) and r[3] == "c2" for r in after_bad)
     assert 'configuration rejected: service "sklearn-iris": canaryTrafficPercent: 150' in log
     assert "update rejected" in log, log[-2000:]
     report["bad_config_requests_after"] = len(after_bad)
