@@ -10,8 +10,8 @@ use crate::error::{ConfigError, ErrorKind};
 use crate::health::{HealthCheck, Outlier, RatePolicy, BUCKET_MS, MAX_WINDOW_BUCKETS};
 use crate::names;
 use crate::router::{
-    Canary, HeaderRoute, HostRoute, Revision, Router, Service, TagRoute, DEFAULT_CLUSTER_HEADER,
-    DEFAULT_REVISION_HEADER,
+    Canary, HeaderRoute, HostRoute, Revision, Router, Service, Sticky, TagRoute,
+    DEFAULT_CLUSTER_HEADER, DEFAULT_REVISION_HEADER, DEFAULT_TAG_HEADER,
 };
 use crate::split::Split;
 
@@ -20,6 +20,7 @@ use crate::split::Split;
 struct RawConfig {
     cluster_header: Option<String>,
     revision_header: Option<String>,
+    tag_header: Option<String>,
     #[serde(default)]
     upstream_revision_header: bool,
     status_path: Option<String>,
@@ -44,6 +45,15 @@ struct RawService {
     health_check: Option<RawHealthCheck>,
     outlier: Option<RawOutlier>,
     auto_rollback: Option<RawAutoRollback>,
+    sticky: Option<RawSticky>,
+    split: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSticky {
+    header: Option<String>,
+    cookie: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -161,6 +171,14 @@ fn compile(raw: RawConfig) -> Result<Router, ConfigError> {
         raw.revision_header,
         DEFAULT_REVISION_HEADER,
     )?;
+    let tag_header = header_field("tagHeader", raw.tag_header, DEFAULT_TAG_HEADER)?;
+    if tag_header == cluster_header || tag_header == revision_header {
+        return Err(ConfigError::top(ErrorKind::InvalidHeaderName {
+            field: "tagHeader".into(),
+            value: tag_header,
+            reason: "it must differ from clusterHeader and revisionHeader",
+        }));
+    }
     if cluster_header == revision_header {
         return Err(ConfigError::top(ErrorKind::InvalidHeaderName {
             field: "revisionHeader".into(),
@@ -176,6 +194,8 @@ fn compile(raw: RawConfig) -> Result<Router, ConfigError> {
         cluster_header: cluster_header.into(),
         revision_header: revision_header.into(),
         upstream_revision_header: raw.upstream_revision_header,
+        tag_header: tag_header.into(),
+        tag_routing: false,
         status_path,
         metrics: raw.metrics.unwrap_or(true),
         hosts: HashMap::new(),
@@ -194,8 +214,10 @@ fn compile(raw: RawConfig) -> Result<Router, ConfigError> {
         if service_names.insert(name.clone(), index).is_some() {
             return Err(fail(ErrorKind::DuplicateService { name: name.clone() }));
         }
-        let compiled = compile_service(raw_service, &router.cluster_header).map_err(fail)?;
+        let compiled = compile_service(raw_service, &router.cluster_header, &router.tag_header)
+            .map_err(fail)?;
         register_hosts(&mut router, index, &compiled).map_err(fail)?;
+        router.tag_routing |= !compiled.service.tags.is_empty();
         router.services.push(compiled.service);
     }
     Ok(router)
@@ -222,7 +244,11 @@ struct CompiledService {
     tags: Vec<(String, usize)>,
 }
 
-fn compile_service(raw: RawService, cluster_header: &str) -> Result<CompiledService, ErrorKind> {
+fn compile_service(
+    raw: RawService,
+    cluster_header: &str,
+    tag_header: &str,
+) -> Result<CompiledService, ErrorKind> {
     let revisions = compile_revisions(raw.revisions)?;
     let by_name: HashMap<&str, usize> = revisions
         .iter()
@@ -347,6 +373,29 @@ fn compile_service(raw: RawService, cluster_header: &str) -> Result<CompiledServ
         })
         .transpose()?;
     let probe_authority = hosts.first().cloned().unwrap_or_default().into_boxed_str();
+    let sticky = raw
+        .sticky
+        .map(|s| sticky(s, cluster_header, tag_header))
+        .transpose()?;
+    let exact = match raw.split.as_deref() {
+        None | Some("random") => false,
+        Some("exact") => true,
+        Some(other) => {
+            return Err(ErrorKind::InvalidValue {
+                field: "split".into(),
+                value: other.into(),
+                reason: "\"random\" (the default) or \"exact\"",
+            })
+        }
+    };
+    let tags: Vec<(Box<str>, usize)> = if raw.tag_routing {
+        form.tags
+            .iter()
+            .map(|(t, r)| (t.as_str().into(), *r))
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     Ok(CompiledService {
         service: Service {
@@ -359,6 +408,9 @@ fn compile_service(raw: RawService, cluster_header: &str) -> Result<CompiledServ
             auto_rollback,
             canary: form.canary,
             probe_authority,
+            tags,
+            sticky,
+            exact,
         },
         hosts,
         tags: if raw.tag_routing {
@@ -546,6 +598,45 @@ fn traffic_form(
         canary: None,
         keywords: false,
     })
+}
+
+fn sticky(raw: RawSticky, cluster_header: &str, tag_header: &str) -> Result<Sticky, ErrorKind> {
+    match (raw.header, raw.cookie) {
+        (Some(h), None) => {
+            let name = names::header_name(&h).map_err(|reason| ErrorKind::InvalidHeaderName {
+                field: "sticky.header".into(),
+                value: h.clone(),
+                reason,
+            })?;
+            if name == cluster_header || name == tag_header || name == "cookie" {
+                return Err(ErrorKind::InvalidHeaderName {
+                    field: "sticky.header".into(),
+                    value: h,
+                    reason: "the filter strips it, or it is `cookie` (use sticky.cookie)",
+                });
+            }
+            Ok(Sticky::Header(name.into()))
+        }
+        (None, Some(c)) => {
+            if c.is_empty()
+                || !c
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+            {
+                return Err(ErrorKind::InvalidValue {
+                    field: "sticky.cookie".into(),
+                    value: c,
+                    reason: "a cookie name is a token",
+                });
+            }
+            Ok(Sticky::Cookie(c.into()))
+        }
+        _ => Err(ErrorKind::InvalidValue {
+            field: "sticky".into(),
+            value: "header and cookie".into(),
+            reason: "set exactly one of header or cookie",
+        }),
+    }
 }
 
 fn health_check(raw: RawHealthCheck) -> Result<HealthCheck, ErrorKind> {

@@ -578,6 +578,10 @@ impl HttpContext for CanaryHttp {
             self.rng.set(rng);
             outcome
         });
+        if router.tag_routing() && !matches!(outcome, Some(Outcome::Unavailable { .. })) {
+            // The tag header only ever speaks to this filter.
+            self.set_http_request_header(router.tag_header(), None);
+        }
         match outcome {
             None => {
                 // Whatever the host, a client never picks the upstream cluster.

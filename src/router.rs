@@ -7,17 +7,22 @@ use std::collections::HashMap;
 use crate::authority::{lookup_key, KeyBuf, KEY_CAPACITY};
 use crate::health::{HealthCheck, Outlier, RatePolicy};
 use crate::rng::Rng;
-use crate::split::Split;
+use crate::split::{cookie_value, sticky_bucket, Split};
 use crate::view::{Unavailable, View};
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-canary-cluster";
 pub const DEFAULT_REVISION_HEADER: &str = "x-canary-revision";
+pub const DEFAULT_TAG_HEADER: &str = "x-canary-tag";
 
 #[derive(Debug)]
 pub struct Router {
     pub(crate) cluster_header: Box<str>,
     pub(crate) revision_header: Box<str>,
     pub(crate) upstream_revision_header: bool,
+    /// Request header naming a tag, for services with tag routing; always stripped.
+    pub(crate) tag_header: Box<str>,
+    /// Some service routes by tag.
+    pub(crate) tag_routing: bool,
     /// Answered with the status view when set.
     pub(crate) status_path: Option<Box<str>>,
     /// Per-revision Envoy stats (costs a `:status` read per routed response).
@@ -39,6 +44,18 @@ pub struct Service {
     pub(crate) canary: Option<Canary>,
     /// `:authority` of probes to revisions without their own `host`.
     pub(crate) probe_authority: Box<str>,
+    /// With tag routing: tag -> revision (`latest`/`prev`, or Knative tags).
+    pub(crate) tags: Vec<(Box<str>, usize)>,
+    pub(crate) sticky: Option<Sticky>,
+    /// `split: exact`: deterministic interleave instead of random draws.
+    pub(crate) exact: bool,
+}
+
+/// Where a sticky user's identity comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    Header(Box<str>),
+    Cookie(Box<str>),
 }
 
 /// KServe's pair: `ready` is latestReadyRevision, `rolled` latestRolledoutRevision.
@@ -124,6 +141,8 @@ impl Default for Router {
             cluster_header: DEFAULT_CLUSTER_HEADER.into(),
             revision_header: DEFAULT_REVISION_HEADER.into(),
             upstream_revision_header: false,
+            tag_header: DEFAULT_TAG_HEADER.into(),
+            tag_routing: false,
             status_path: None,
             metrics: true,
             hosts: HashMap::new(),
@@ -143,6 +162,15 @@ impl Router {
 
     pub fn upstream_revision_header(&self) -> bool {
         self.upstream_revision_header
+    }
+
+    pub fn tag_header(&self) -> &str {
+        &self.tag_header
+    }
+
+    /// Whether any service routes by tag (and so the tag header must be stripped).
+    pub fn tag_routing(&self) -> bool {
+        self.tag_routing
     }
 
     pub fn status_path(&self) -> Option<&str> {
@@ -182,13 +210,33 @@ impl Router {
         let state = view.service(route.service);
         let (revision, tag_authority, explicit) = match &route.tag {
             Some(tag) => (tag.revision, Some(&*tag.authority), true),
-            None => match match_header_routes(&service.header_routes, &mut header) {
-                Some(rule) => (rule, None, true),
-                None => {
-                    let split = state.map_or(&service.split, |s| &s.split);
-                    (split.pick(rng), None, false)
+            None => {
+                let by_tag = if service.tags.is_empty() {
+                    None
+                } else {
+                    header(&self.tag_header).and_then(|t| {
+                        service
+                            .tags
+                            .iter()
+                            .find(|(tag, _)| **tag == *t)
+                            .map(|&(_, r)| r)
+                    })
+                };
+                match by_tag.or_else(|| match_header_routes(&service.header_routes, &mut header)) {
+                    Some(rule) => (rule, None, true),
+                    None => {
+                        let split = state.map_or(&service.split, |s| &s.split);
+                        let revision = match sticky_value(service.sticky.as_ref(), &mut header) {
+                            Some(value) => split.for_bucket(sticky_bucket(&value)),
+                            None => match state.filter(|_| service.exact) {
+                                Some(s) => s.interleave.pick(split),
+                                None => split.pick(rng),
+                            },
+                        };
+                        (revision, None, false)
+                    }
                 }
-            },
+            }
         };
         let chosen = service.revisions.get(revision)?;
         let choice = Choice {
@@ -218,6 +266,18 @@ impl Router {
         let service = self.services.get(choice.service)?;
         service.revisions.get(choice.revision).map(|r| &*r.name)
     }
+}
+
+/// The identity a sticky service assigns by, if the request carries one.
+fn sticky_value<H>(sticky: Option<&Sticky>, header: &mut H) -> Option<String>
+where
+    H: FnMut(&str) -> Option<String>,
+{
+    let value = match sticky? {
+        Sticky::Header(name) => header(name)?,
+        Sticky::Cookie(name) => cookie_value(&header("cookie")?, name)?.to_owned(),
+    };
+    (!value.is_empty()).then_some(value)
 }
 
 /// The revision of the first rule whose header has exactly its value. Consecutive
@@ -393,7 +453,8 @@ mod tests {
             &mut Rng::new(1),
             &View::configured(&r),
         );
-        assert_eq!(*reads.borrow(), vec!["traffic", "x-user"]);
+        // The tag header first (the service routes by tag), then each rule header once.
+        assert_eq!(*reads.borrow(), vec!["x-canary-tag", "traffic", "x-user"]);
         // Services without rules and tagged requests read no header at all.
         reads.borrow_mut().clear();
         for host in ["other.example.com", "latest-iris.example.com"] {
@@ -500,6 +561,111 @@ mod tests {
             )
             .unwrap();
         assert_eq!(out.routed().unwrap().revision, "r1");
+    }
+
+    fn policy_router() -> Router {
+        let cfg = json!({"services": [
+            {"name": "iris", "hosts": ["iris.example.com"], "tagRouting": true,
+             "revisions": [{"name": "r1", "cluster": "c1"}, {"name": "r2", "cluster": "c2"}],
+             "latestRolledoutRevision": "r1", "latestReadyRevision": "r2", "canaryTrafficPercent": 10,
+             "headerRoutes": [{"header": "traffic", "value": "test", "revision": "prev"}],
+             "sticky": {"cookie": "session"}},
+            {"name": "exact", "hosts": ["exact.example.com"], "split": "exact", "sticky": {"header": "x-user"},
+             "revisions": [{"name": "e1", "cluster": "e1"}, {"name": "e2", "cluster": "e2"}],
+             "traffic": [{"revisionName": "e1", "percent": 70}, {"revisionName": "e2", "percent": 30, "tag": "beta"}]}
+        ]});
+        parse(cfg.to_string().as_bytes()).unwrap()
+    }
+
+    fn pick(r: &Router, view: &View, host: &str, headers: &[(&str, &str)]) -> String {
+        let out = r.decide(
+            r.lookup(host).unwrap(),
+            |name| {
+                headers
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            },
+            &mut Rng::new(9),
+            view,
+        );
+        out.unwrap().routed().unwrap().revision.to_owned()
+    }
+
+    #[test]
+    fn tag_header_only_for_tag_routing_services_and_before_rules() {
+        let r = policy_router();
+        assert!(r.tag_routing());
+        let view = View::configured(&r);
+        assert_eq!(
+            pick(
+                &r,
+                &view,
+                "iris.example.com",
+                &[("x-canary-tag", "latest"), ("traffic", "test")]
+            ),
+            "r2"
+        );
+        assert_eq!(
+            pick(&r, &view, "iris.example.com", &[("x-canary-tag", "prev")]),
+            "r1"
+        );
+        // An unknown tag falls through to the header rules.
+        assert_eq!(
+            pick(
+                &r,
+                &view,
+                "iris.example.com",
+                &[("x-canary-tag", "nope"), ("traffic", "test")]
+            ),
+            "r1"
+        );
+        // The exact service has no tag routing: its tags mean nothing in the header.
+        let e = (0..10)
+            .map(|_| pick(&r, &view, "exact.example.com", &[("x-canary-tag", "beta")]))
+            .collect::<Vec<_>>();
+        assert!(e.contains(&"e1".to_owned()));
+    }
+
+    #[test]
+    fn sticky_users_keep_their_revision_and_rules_come_first() {
+        let r = policy_router();
+        let view = View::configured(&r);
+        let mut canary_users = 0;
+        for i in 0..2000 {
+            let cookie = format!("theme=dark; session=user-{i}");
+            let first = pick(&r, &view, "iris.example.com", &[("cookie", &cookie)]);
+            assert!((0..5)
+                .all(|_| pick(&r, &view, "iris.example.com", &[("cookie", &cookie)]) == first));
+            canary_users += usize::from(first == "r2");
+            assert_eq!(
+                pick(
+                    &r,
+                    &view,
+                    "iris.example.com",
+                    &[("cookie", &cookie), ("traffic", "test")]
+                ),
+                "r1"
+            );
+        }
+        assert!(
+            (140..260).contains(&canary_users),
+            "{canary_users} of 2000 at 10%"
+        );
+        assert_eq!(
+            pick(&r, &view, "exact.example.com", &[("x-user", "alice")]),
+            pick(&r, &view, "exact.example.com", &[("x-user", "alice")])
+        );
+    }
+
+    #[test]
+    fn exact_split_interleaves_per_view() {
+        let r = policy_router();
+        let view = View::configured(&r);
+        let picks: Vec<String> = (0..10)
+            .map(|_| pick(&r, &view, "exact.example.com", &[]))
+            .collect();
+        assert_eq!(picks.iter().filter(|p| *p == "e2").count(), 3, "{picks:?}");
     }
 
     #[test]

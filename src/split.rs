@@ -2,6 +2,9 @@
 //! order they are listed (for KServe's fields: the canary first), so a draw, or later a
 //! stable per-user bucket, maps to exactly one revision.
 
+use std::cell::Cell;
+
+use crate::health::fnv1a;
 use crate::rng::Rng;
 
 pub const BUCKETS: u32 = 10_000;
@@ -101,6 +104,63 @@ impl Split {
     }
 }
 
+/// The bucket of a sticky value (a user id, a session cookie): the same on every worker,
+/// replica and restart (FNV-1a, then a SplitMix64 finaliser so that similar values spread
+/// evenly), so a user keeps their revision while its bucket range does.
+pub fn sticky_bucket(value: &str) -> u32 {
+    let mut z = fnv1a(value.as_bytes());
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    ((u128::from(z) * u128::from(BUCKETS)) >> 64) as u32
+}
+
+/// The value of cookie `name` in a `Cookie` header (`a=1; b=2`), if present and non-empty.
+pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+        .filter(|v| !v.is_empty())
+}
+
+/// Smooth weighted round robin over a split (`split: exact`): after any n picks, each
+/// revision has been picked within one of n times its share. One per worker and split;
+/// Cells, because requests only ever add.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Interleave {
+    current: Vec<Cell<i64>>,
+}
+
+impl Interleave {
+    pub fn new(split: &Split) -> Interleave {
+        Interleave {
+            current: split.entries.iter().map(|_| Cell::new(0)).collect(),
+        }
+    }
+
+    pub fn pick(&self, split: &Split) -> usize {
+        let total: i64 = split.shares().map(|(_, w)| i64::from(w)).sum();
+        let mut best: Option<(usize, usize, i64)> = None;
+        for ((i, (revision, width)), current) in split.shares().enumerate().zip(&self.current) {
+            current.set(current.get() + i64::from(width));
+            if best.is_none_or(|(_, _, b)| current.get() > b) {
+                best = Some((i, revision, current.get()));
+            }
+        }
+        match best {
+            Some((i, revision, _)) => {
+                if let Some(c) = self.current.get(i) {
+                    c.set(c.get() - total);
+                }
+                revision
+            }
+            None => split.for_bucket(0),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +223,62 @@ mod tests {
             .unwrap();
         assert_eq!(thirds.shares().map(|(_, w)| w).sum::<u32>(), BUCKETS);
         assert_eq!(Split::new([(0, 100)]).restricted(|rev| rev == 1), None);
+    }
+
+    #[test]
+    fn exact_interleave_stays_within_one_of_the_share() {
+        for weights in [
+            vec![(0, 10), (1, 90)],
+            vec![(0, 33), (1, 33), (2, 34)],
+            vec![(0, 1), (1, 99)],
+            vec![(0, 100)],
+        ] {
+            let split = Split::new(weights.clone());
+            let interleave = Interleave::new(&split);
+            let mut counts = [0f64; 3];
+            for n in 1..=20_000u32 {
+                counts[interleave.pick(&split)] += 1.0;
+                for &(rev, pct) in &weights {
+                    let expected = f64::from(n) * f64::from(pct) / 100.0;
+                    assert!(
+                        (counts[rev] - expected).abs() < 1.0,
+                        "{weights:?} n={n} {counts:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sticky_buckets_are_stable_and_even() {
+        assert_eq!(sticky_bucket("user-42"), sticky_bucket("user-42"));
+        assert!(sticky_bucket("") < BUCKETS);
+        // 10% of 100,000 users land below bucket 1000, within 5 sigma.
+        let low = (0..100_000)
+            .filter(|i| sticky_bucket(&format!("user-{i}")) < 1000)
+            .count();
+        assert!((9_525..10_475).contains(&low), "{low}");
+        // Raising the canary share only moves users onto the canary.
+        let s10 = Split::new([(1, 10), (0, 90)]);
+        let s20 = Split::new([(1, 20), (0, 80)]);
+        for i in 0..10_000 {
+            let b = sticky_bucket(&format!("u{i}"));
+            if s10.for_bucket(b) == 1 {
+                assert_eq!(s20.for_bucket(b), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn cookies() {
+        assert_eq!(
+            cookie_value("a=1; session=abc; b=2", "session"),
+            Some("abc")
+        );
+        assert_eq!(cookie_value("session=\"q\"", "session"), Some("q"));
+        assert_eq!(cookie_value("xsession=1; session=", "session"), None);
+        assert_eq!(cookie_value("garbage;;=;", "session"), None);
+        assert_eq!(cookie_value("Session=1", "session"), None);
     }
 
     #[test]

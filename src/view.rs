@@ -3,7 +3,7 @@
 //! state, read by the request path without any host call.
 
 use crate::router::Router;
-use crate::split::Split;
+use crate::split::{Interleave, Split};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unavailable {
@@ -44,6 +44,8 @@ pub struct ServiceView {
     pub rolled_back: bool,
     /// No revision that would take a share is available: the configured split is used.
     pub fail_open: bool,
+    /// This worker's position in the `split: exact` interleave of `split`.
+    pub interleave: Interleave,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -96,6 +98,7 @@ impl View {
                     None => (base, true),
                 };
                 ServiceView {
+                    interleave: Interleave::new(&split),
                     split,
                     unavailable,
                     rolled_back: rolled.is_some(),
