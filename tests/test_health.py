@@ -79,8 +79,9 @@ def test_one_prober_per_process(start_envoy, backends):
     before = backends["c1"].health_checks
     time.sleep(2.0)
     probes = backends["c1"].health_checks - before
-    # 2 s at 200 ms is 10 probes; three root contexts probing would be 30.
-    assert 7 <= probes <= 13, probes
+    # 2 s at 200 ms is 10 probes (fewer when a loaded machine delays the timer); three
+    # root contexts probing would be 30.
+    assert 4 <= probes <= 13, probes
 
 
 def test_hanging_revision_is_taken_out_by_probe_timeouts(start_envoy, backends):
@@ -100,8 +101,9 @@ def test_failing_revision_is_ejected_then_tried_again(start_envoy, backends):
     # minRequests (20) errors trip it; up to two 100 ms ticks of half the traffic follow.
     assert statuses[500] < 150, statuses
     assert split(envoy, 200) == {"c1": 200}
+    # Once, or again if this took longer than ejectionMs while it still failed.
     lines = wasm_lines(envoy, f'revision "{R2}" ejected for 1500 ms')
-    assert len(lines) == 1, lines
+    assert lines
     assert re.search(r"\d+ errors in \d+ responses \(\d+\.\d%\) over 2000 ms, above 50\.0%", lines[0])
     backends["c2"].fail = False
     # After ejectionMs it is tried again, with a clean window, and stays.
@@ -109,8 +111,12 @@ def test_failing_revision_is_ejected_then_tried_again(start_envoy, backends):
     assert_binomial(split(envoy, 400)["c2"], 400, 0.5)
 
 
+LONG_EJECTION = {"outlier": {**OUTLIER["outlier"], "ejectionMs": 30000}}
+
+
 def test_refused_connections_count_as_errors(start_envoy, backends):
-    envoy = start_envoy({"services": [service(50, **OUTLIER)]}, concurrency=2)
+    # Ejected for longer than the test lasts, so it is ejected exactly once.
+    envoy = start_envoy({"services": [service(50, **LONG_EJECTION)]}, concurrency=2)
     backends["c2"].stop()
     try:
         statuses = collections.Counter(stack.request(envoy.port, "/", host=HOST).status for _ in range(300))
@@ -122,8 +128,7 @@ def test_refused_connections_count_as_errors(start_envoy, backends):
 
 
 def test_the_last_healthy_revision_is_never_ejected(start_envoy, backends):
-    long_ejection = {"outlier": {**OUTLIER["outlier"], "ejectionMs": 30000}}
-    envoy = start_envoy({"statusPath": "/status", "services": [service(50, **long_ejection)]}, concurrency=2)
+    envoy = start_envoy({"statusPath": "/status", "services": [service(50, **LONG_EJECTION)]}, concurrency=2)
     backends["c1"].fail = backends["c2"].fail = True
     answered = collections.Counter()
     for _ in range(600):
