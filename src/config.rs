@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::error::{ConfigError, ErrorKind};
 use crate::health::{HealthCheck, Outlier, RatePolicy, BUCKET_MS, MAX_WINDOW_BUCKETS};
+use crate::model_path;
 use crate::names;
 use crate::router::{
     Canary, HeaderRoute, HostRoute, Revision, Router, Service, Sticky, TagRoute,
@@ -47,6 +48,8 @@ struct RawService {
     auto_rollback: Option<RawAutoRollback>,
     sticky: Option<RawSticky>,
     split: Option<String>,
+    #[serde(default)]
+    models: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +199,7 @@ fn compile(raw: RawConfig) -> Result<Router, ConfigError> {
         upstream_revision_header: raw.upstream_revision_header,
         tag_header: tag_header.into(),
         tag_routing: false,
+        models: HashMap::new(),
         status_path,
         metrics: raw.metrics.unwrap_or(true),
         hosts: HashMap::new(),
@@ -240,6 +244,7 @@ fn header_field(field: &str, value: Option<String>, default: &str) -> Result<Str
 struct CompiledService {
     service: Service,
     hosts: Vec<String>,
+    models: Vec<String>,
     /// `(tag, revision index)`; only filled when `tagRouting` is on.
     tags: Vec<(String, usize)>,
 }
@@ -397,7 +402,18 @@ fn compile_service(
         Vec::new()
     };
 
+    for (i, model) in raw.models.iter().enumerate() {
+        if !model_path::valid(model) {
+            return Err(ErrorKind::InvalidValue {
+                field: format!("models[{i}]"),
+                value: model.clone(),
+                reason: "a model name starts with a letter or digit, then letters, digits, '-', '_', '.'",
+            });
+        }
+    }
+
     Ok(CompiledService {
+        models: raw.models,
         service: Service {
             name: raw.name.into(),
             revisions,
@@ -791,6 +807,9 @@ fn register_hosts(
             route,
         )?;
     }
+    for (i, model) in compiled.models.iter().enumerate() {
+        claim_model(router, index, format!("models[{i}]"), model)?;
+    }
     for host in &compiled.hosts {
         for (tag, revision) in &compiled.tags {
             let route = HostRoute {
@@ -809,6 +828,35 @@ fn register_hosts(
             )?;
         }
     }
+    Ok(())
+}
+
+/// Model names are unique across services: a path names one InferenceService.
+fn claim_model(
+    router: &mut Router,
+    index: usize,
+    field: String,
+    model: &str,
+) -> Result<(), ErrorKind> {
+    if let Some(existing) = router.models.get(model) {
+        let reason = if existing.service == index {
+            "listed twice"
+        } else {
+            "another service already serves this model (model names are unique across services)"
+        };
+        return Err(ErrorKind::InvalidValue {
+            field,
+            value: model.into(),
+            reason,
+        });
+    }
+    router.models.insert(
+        model.into(),
+        HostRoute {
+            service: index,
+            tag: None,
+        },
+    );
     Ok(())
 }
 

@@ -649,3 +649,36 @@ fn bad_config_corpus_is_rejected_with_its_message() {
         }
     }
 }
+
+#[test]
+fn model_paths_select_a_service_when_the_host_does_not() {
+    let r = load(&json!({"services": [
+        {"name": "iris", "hosts": ["iris.example.com"], "models": ["sklearn-iris"],
+         "revisions": [{"name": "i1", "cluster": "c1"}]},
+        {"name": "bert", "hosts": ["bert.example.com"], "models": ["bert", "bert-large"],
+         "revisions": [{"name": "b1", "cluster": "c2"}]}
+    ]}));
+    assert!(r.routes_by_model());
+    assert_eq!(
+        r.lookup_model("/v1/models/sklearn-iris:predict")
+            .map(|h| h.service()),
+        Some(0)
+    );
+    assert_eq!(
+        r.lookup_model("/v2/models/bert-large/versions/3/infer")
+            .map(|h| h.service()),
+        Some(1)
+    );
+    assert!(r.lookup_model("/v2/models/gpt/infer").is_none());
+    assert!(!load(&kserve_example()).routes_by_model());
+    let dup = json!({"services": [
+        {"name": "a", "hosts": ["a.com"], "models": ["m"], "revisions": [{"name": "a1", "cluster": "c"}]},
+        {"name": "b", "hosts": ["b.com"], "models": ["m"], "revisions": [{"name": "b1", "cluster": "c"}]}
+    ]});
+    assert_mentions(
+        &reject(&dup),
+        &["service \"b\"", "models[0]", "unique across services"],
+    );
+    let bad = json!({"services": [{"name": "a", "hosts": ["a.com"], "models": ["../x"], "revisions": [{"name": "a1", "cluster": "c"}]}]});
+    assert_mentions(&reject(&bad), &["models[0]", "\"../x\""]);
+}

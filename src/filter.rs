@@ -535,25 +535,20 @@ struct CanaryHttp {
     slot: Option<usize>,
 }
 
-impl CanaryHttp {
-    fn is_status_request(&self) -> bool {
-        let Some(status_path) = self.router.status_path() else {
-            return false;
-        };
-        self.get_http_request_header(":path")
-            .is_some_and(|p| p.split('?').next() == Some(status_path))
-    }
-}
-
 impl Context for CanaryHttp {}
 
 impl HttpContext for CanaryHttp {
     // Host calls: unknown host 2 (read authority, remove the cluster header); routed
     // request 2 plus one per header rule read, one for an authority rewrite and one for
-    // the optional upstream revision header; +1 (`:path`) with `statusPath`.
+    // the optional upstream revision header; +1 (`:path`) with `statusPath` or `models`.
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let router = Rc::clone(&self.router);
-        if self.is_status_request() {
+        // `:path`: on every request with a status view; otherwise only for a host no
+        // service has, when model paths could route it.
+        let status_path = router.status_path();
+        let mut path = status_path.and_then(|_| self.get_http_request_header(":path"));
+        if status_path.is_some() && path.as_deref().and_then(|p| p.split('?').next()) == status_path
+        {
             let body = status::render(&router, &self.view);
             self.send_http_response(
                 200,
@@ -566,7 +561,13 @@ impl HttpContext for CanaryHttp {
             return Action::Pause;
         }
         let authority = self.get_http_request_header(":authority");
-        let route = authority.as_deref().and_then(|a| router.lookup(a));
+        let mut route = authority.as_deref().and_then(|a| router.lookup(a));
+        if route.is_none() && router.routes_by_model() {
+            if path.is_none() {
+                path = self.get_http_request_header(":path");
+            }
+            route = path.as_deref().and_then(|p| router.lookup_model(p));
+        }
         let outcome = route.and_then(|route| {
             let mut rng = self.rng.get();
             let outcome = router.decide(

@@ -29,6 +29,8 @@ pub struct Router {
     pub(crate) metrics: bool,
     /// Every authority the filter answers, plain and tagged, lowercased without port.
     pub(crate) hosts: HashMap<Box<str>, HostRoute>,
+    /// Model name -> service, for requests whose host no service has.
+    pub(crate) models: HashMap<Box<str>, HostRoute>,
     pub(crate) services: Vec<Service>,
 }
 
@@ -146,6 +148,7 @@ impl Default for Router {
             status_path: None,
             metrics: true,
             hosts: HashMap::new(),
+            models: HashMap::new(),
             services: Vec::new(),
         }
     }
@@ -190,6 +193,16 @@ impl Router {
         let mut buf: KeyBuf = [0; KEY_CAPACITY];
         let key = lookup_key(authority, &mut buf)?;
         self.hosts.get(key)
+    }
+
+    /// Whether `lookup_model` can match anything (else `:path` need not be read).
+    pub fn routes_by_model(&self) -> bool {
+        !self.models.is_empty()
+    }
+
+    /// The route for a KServe inference path's model, for a host no service has.
+    pub fn lookup_model(&self, path: &str) -> Option<&HostRoute> {
+        self.models.get(crate::model_path::model_from_path(path)?)
     }
 
     /// Picks the revision: tag, then header routes (first match), then the split that

@@ -31,7 +31,8 @@ def envoy(models, tmp_path_factory):
     svc = {"name": "sklearn-iris", "hosts": [HOST], "tagRouting": True,
            "revisions": [{"name": R1, "cluster": "c1"}, {"name": R2, "cluster": "c2"}],
            "latestRolledoutRevision": R1, "latestReadyRevision": R2, "canaryTrafficPercent": 20,
-           "headerRoutes": [{"header": "traffic", "value": "test", "revision": "latest"}]}
+           "headerRoutes": [{"header": "traffic", "value": "test", "revision": "latest"}],
+           "models": ["sklearn-iris"]}
     cfg = stack.envoy_config(stack.free_port(), stack.free_port(), {"services": [svc]},
                              {name: m.port for name, m in models.items()})
     e = stack.Envoy(cfg, tmp_path_factory.mktemp("envoy"), concurrency=2).start().wait_ready()
@@ -71,3 +72,27 @@ def test_model_metadata_and_readiness_through_the_gateway(envoy):
     assert r.status == 200 and r.header("x-canary-revision") == R2
     r = stack.request(envoy.port, "/v1/models/sklearn-iris", host=f"prev-{HOST}")
     assert r.status == 200 and r.json()["ready"] is True
+
+
+SHARED = "models.example.com"  # a gateway host no service lists
+
+
+def test_model_path_routing_on_a_shared_host_v1_and_v2(envoy):
+    seen = collections.Counter()
+    for i in range(200):
+        r = (stack.predict_v1 if i % 2 else stack.infer_v2)(envoy.port, SHARED, SAMPLE)
+        assert r.status == 200, r
+        revision = r.header("x-canary-revision")
+        prediction = r.json()["predictions"][0] if i % 2 else r.json()["outputs"][0]["data"][0]
+        assert ANSWER[prediction] == revision
+        seen[revision] += 1
+    assert_binomial(seen[R2], 200, 0.20)
+    # Header rules still apply; paths are left as they are.
+    r = stack.predict_v1(envoy.port, SHARED, SAMPLE, headers=[("traffic", "test")])
+    assert r.header("x-canary-revision") == R2 and r.json() == {"predictions": [1]}
+    r = stack.request(envoy.port, "/v2/models/sklearn-iris/ready", host=SHARED)
+    assert r.status == 200 and r.header("x-canary-revision") in (R1, R2)
+    # An unknown model, or a path that names none, is not routed: the 404 route answers.
+    for path in ("/v1/models/gpt:predict", "/v2/models/gpt/infer", "/v2/health/ready"):
+        r = stack.request(envoy.port, path, host=SHARED, headers=[("x-canary-cluster", "c2")])
+        assert r.status == 404 and r.header("x-canary-revision") is None, path
