@@ -15,6 +15,7 @@ use crate::router::{
     DEFAULT_CLUSTER_HEADER, DEFAULT_REVISION_HEADER, DEFAULT_TAG_HEADER,
 };
 use crate::split::Split;
+use crate::steps::{parse_rfc3339, Steps};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -50,6 +51,15 @@ struct RawService {
     split: Option<String>,
     #[serde(default)]
     models: Vec<String>,
+    steps: Option<RawSteps>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSteps {
+    weights: Vec<i64>,
+    interval_seconds: u64,
+    start_time: String,
 }
 
 #[derive(Deserialize)]
@@ -270,6 +280,22 @@ fn compile_service(
             })
     };
 
+    if raw.steps.is_some() {
+        if raw.traffic.is_some() {
+            return Err(ErrorKind::InvalidValue {
+                field: "steps".into(),
+                value: "traffic".into(),
+                reason: "steps apply to the KServe form (latestRolledoutRevision, latestReadyRevision), not to traffic",
+            });
+        }
+        if let Some(p) = raw.canary_traffic_percent {
+            return Err(ErrorKind::InvalidValue {
+                field: "steps".into(),
+                value: format!("canaryTrafficPercent: {p}"),
+                reason: "steps and canaryTrafficPercent are mutually exclusive",
+            });
+        }
+    }
     let form = match raw.traffic {
         Some(traffic) => {
             let kserve_field = [
@@ -412,18 +438,34 @@ fn compile_service(
         }
     }
 
+    let steps = raw.steps.map(steps).transpose()?;
+    let mut split = form.split;
+    let mut canary = form.canary;
+    if let Some(steps) = &steps {
+        let Some(c) = canary.as_mut() else {
+            return Err(ErrorKind::Missing {
+                field: "latestRolledoutRevision",
+                reason: "steps need a canary: latestRolledoutRevision and latestReadyRevision naming two revisions".into(),
+            });
+        };
+        let first = steps.weights.first().copied().unwrap_or(100);
+        c.active = first > 0 && first < 100;
+        split = Split::new([(c.ready, first), (c.rolled, 100 - first)]);
+    }
+
     Ok(CompiledService {
         models: raw.models,
         service: Service {
             name: raw.name.into(),
             revisions,
-            split: form.split,
+            split,
             header_routes,
             health_check,
             outlier,
             auto_rollback,
-            canary: form.canary,
+            canary,
             probe_authority,
+            steps,
             tags,
             sticky,
             exact,
@@ -616,6 +658,48 @@ fn traffic_form(
     })
 }
 
+fn steps(raw: RawSteps) -> Result<Steps, ErrorKind> {
+    if raw.weights.is_empty() {
+        return Err(ErrorKind::EmptyValue {
+            field: "steps.weights".into(),
+        });
+    }
+    let mut weights = Vec::with_capacity(raw.weights.len());
+    for (i, &w) in raw.weights.iter().enumerate() {
+        if !(0..=100).contains(&w) {
+            return Err(ErrorKind::PercentOutOfRange {
+                field: format!("steps.weights[{i}]"),
+                value: w,
+            });
+        }
+        if weights.last().is_some_and(|&last| w < i64::from(last)) {
+            return Err(ErrorKind::InvalidValue {
+                field: format!("steps.weights[{i}]"),
+                value: w.to_string(),
+                reason: "weights only go up: a progression never moves users back",
+            });
+        }
+        weights.push(w as u32);
+    }
+    let interval = bounded(
+        "steps.intervalSeconds",
+        Some(raw.interval_seconds),
+        60,
+        1,
+        2_592_000,
+    )?;
+    let start_ms = parse_rfc3339(&raw.start_time).ok_or_else(|| ErrorKind::InvalidValue {
+        field: "steps.startTime".into(),
+        value: raw.start_time.clone(),
+        reason: "an RFC 3339 time such as 2026-11-23T12:00:00Z",
+    })?;
+    Ok(Steps {
+        weights,
+        interval_ms: interval * 1000,
+        start_ms,
+    })
+}
+
 fn sticky(raw: RawSticky, cluster_header: &str, tag_header: &str) -> Result<Sticky, ErrorKind> {
     match (raw.header, raw.cookie) {
         (Some(h), None) => {
@@ -769,6 +853,7 @@ fn bounded(
                 (100, 600_000) => "must be in 100..600000 (ms)",
                 (1000, 60_000) => "must be in 1000..60000 (ms)",
                 (100, 3_600_000) => "must be in 100..3600000 (ms)",
+                (1, 2_592_000) => "must be in 1..2592000 (s)",
                 (1, 1_000_000_000) => "must be at least 1",
                 _ => "must be positive and below the interval",
             },

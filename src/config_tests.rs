@@ -682,3 +682,76 @@ fn model_paths_select_a_service_when_the_host_does_not() {
     let bad = json!({"services": [{"name": "a", "hosts": ["a.com"], "models": ["../x"], "revisions": [{"name": "a1", "cluster": "c"}]}]});
     assert_mentions(&reject(&bad), &["models[0]", "\"../x\""]);
 }
+
+#[test]
+fn steps_follow_the_clock_and_are_validated() {
+    let with_steps = |steps: Value| {
+        with_service(|s| {
+            s.remove("canaryTrafficPercent");
+            s.insert("steps".into(), steps);
+        })
+    };
+    let r = load(&with_steps(
+        json!({"weights": [5, 10, 25, 50, 100], "intervalSeconds": 60, "startTime": "2026-11-23T12:00:00Z"}),
+    ));
+    let start = 1_795_435_200_000u64;
+    let service = &r.services()[0];
+    let canary_share = |now: u64| {
+        service
+            .split_at(now)
+            .percents()
+            .find(|(rev, _)| *rev == 1)
+            .map_or(0, |(_, p)| p)
+    };
+    assert_eq!(canary_share(0), 5, "before startTime: the first weight");
+    assert_eq!(canary_share(start + 61_000), 10);
+    assert_eq!(canary_share(start + 3 * 60_000), 50);
+    assert_eq!(canary_share(start + 10 * 60_000), 100);
+    assert!(service.canary_active(start) && !service.canary_active(start + 10 * 60_000));
+    assert_mentions(
+        &reject(&with_service(|s| {
+            s.insert(
+                "steps".into(),
+                json!({"weights": [5], "intervalSeconds": 1, "startTime": "2026-11-23T12:00:00Z"}),
+            );
+        })),
+        &[
+            "steps",
+            "steps and canaryTrafficPercent are mutually exclusive",
+        ],
+    );
+    assert_mentions(
+        &reject(&with_steps(
+            json!({"weights": [50, 10], "intervalSeconds": 60, "startTime": "2026-11-23T12:00:00Z"}),
+        )),
+        &["steps.weights[1]", "only go up"],
+    );
+    assert_mentions(
+        &reject(&with_steps(
+            json!({"weights": [5, 101], "intervalSeconds": 60, "startTime": "2026-11-23T12:00:00Z"}),
+        )),
+        &["steps.weights[1]: 101 is outside 0..100"],
+    );
+    assert_mentions(
+        &reject(&with_steps(
+            json!({"weights": [5], "intervalSeconds": 60, "startTime": "yesterday"}),
+        )),
+        &["steps.startTime", "RFC 3339"],
+    );
+    assert_mentions(
+        &reject(&with_steps(
+            json!({"weights": [], "intervalSeconds": 60, "startTime": "2026-11-23T12:00:00Z"}),
+        )),
+        &["steps.weights: must not be empty"],
+    );
+    assert_mentions(
+        &reject(&with_steps(
+            json!({"weights": [5], "intervalSeconds": 0, "startTime": "2026-11-23T12:00:00Z"}),
+        )),
+        &["steps.intervalSeconds"],
+    );
+    let traffic = json!({"services": [{"name": "m", "hosts": ["m.com"], "revisions": [{"name": "a", "cluster": "c"}],
+        "traffic": [{"revisionName": "a", "percent": 100}],
+        "steps": {"weights": [5], "intervalSeconds": 60, "startTime": "2026-11-23T12:00:00Z"}}]});
+    assert_mentions(&reject(&traffic), &["steps", "KServe form"]);
+}

@@ -39,6 +39,10 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(CanaryRoot::new()) });
 }}
 
+/// Shared state a view was built from: readiness per cluster, ejection per revision,
+/// rollback per service, current step per service.
+type Seen = (Vec<bool>, Vec<Vec<bool>>, Vec<bool>, Vec<Option<u32>>);
+
 struct CanaryRoot {
     /// Swapped whole on reconfiguration; requests in flight keep what they started with.
     router: Rc<Router>,
@@ -56,9 +60,8 @@ struct CanaryRoot {
     /// Probe in flight: token -> cluster index.
     probes: HashMap<u32, usize>,
     next_probe: Vec<u64>,
-    /// Shared state the view was last built from (readiness per cluster, ejection per
-    /// revision, rollback per service), to rebuild only on change.
-    seen: (Vec<bool>, Vec<Vec<bool>>, Vec<bool>),
+    /// What the view was last built from, to rebuild it only on change.
+    seen: Seen,
 }
 
 fn seed() -> u64 {
@@ -85,7 +88,7 @@ impl CanaryRoot {
             stats: Stats::default(),
             probes: HashMap::new(),
             next_probe: Vec::new(),
-            seen: (Vec::new(), Vec::new(), Vec::new()),
+            seen: Seen::default(),
         }
     }
 
@@ -191,7 +194,7 @@ impl CanaryRoot {
             let (Some(policy), Some(canary)) = (service.auto_rollback, service.canary) else {
                 continue;
             };
-            if !canary.active {
+            if !service.canary_active(now) {
                 continue;
             }
             let Some(revision) = service.revisions.get(canary.ready) else {
@@ -338,17 +341,23 @@ impl CanaryRoot {
             .iter()
             .map(|s| {
                 s.auto_rollback.is_some()
-                    && s.canary.is_some_and(|c| c.active)
+                    && s.canary.is_some()
                     && shared::get(&self.rollback_key(&s.name))
                         .is_some_and(|v| v != NOT_ROLLED_BACK)
             })
             .collect();
-        let seen = (ready, ejected, rolled);
+        let steps: Vec<Option<u32>> = self
+            .router
+            .services
+            .iter()
+            .map(|s| s.step_percent(now))
+            .collect();
+        let seen = (ready, ejected, rolled, steps);
         if seen == self.seen {
             return;
         }
         let plan = Rc::clone(&self.plan);
-        let (ready, ejected, rolled) = &seen;
+        let (ready, ejected, rolled, _) = &seen;
         let state_of = |si: usize, ri: usize, cluster: &str| ClusterState {
             ready: plan
                 .cluster_index(cluster)
@@ -360,7 +369,7 @@ impl CanaryRoot {
                 .copied()
                 .unwrap_or(false),
         };
-        let view = View::build(&self.router, state_of, |si| {
+        let view = View::build(&self.router, now, state_of, |si| {
             rolled.get(si).copied().unwrap_or(false)
         });
         for (si, (old, new)) in self.view.services.iter().zip(&view.services).enumerate() {
@@ -477,7 +486,7 @@ impl RootContext for CanaryRoot {
         self.counters = Rc::new(Counters::new(plan.slot_count()));
         self.next_probe = vec![0; plan.clusters.len()];
         self.view = Rc::new(View::configured(&router));
-        self.seen = (Vec::new(), Vec::new(), Vec::new());
+        self.seen = Seen::default();
         let tick = if plan.active {
             Some(TICK)
         } else if router.metrics() {

@@ -15,6 +15,7 @@ pub mod rng;
 pub mod router;
 pub mod split;
 pub mod status;
+pub mod steps;
 pub mod view;
 
 #[cfg(target_arch = "wasm32")]

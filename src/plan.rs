@@ -64,7 +64,8 @@ impl Plan {
             plan.slots.push(slots);
             plan.active |= service.health_check.is_some()
                 || service.outlier.is_some()
-                || service.auto_rollback.is_some();
+                || service.auto_rollback.is_some()
+                || service.steps.is_some();
         }
         plan
     }

@@ -51,6 +51,9 @@ pub struct Service {
     pub(crate) sticky: Option<Sticky>,
     /// `split: exact`: deterministic interleave instead of random draws.
     pub(crate) exact: bool,
+    /// Progressive canary share by wall-clock time (KServe form, instead of
+    /// canaryTrafficPercent).
+    pub(crate) steps: Option<crate::steps::Steps>,
 }
 
 /// Where a sticky user's identity comes from.
@@ -319,6 +322,34 @@ impl Service {
         &self.name
     }
 
+    /// The configured split at `now_ms` (the current step's, with steps).
+    pub fn split_at(&self, now_ms: u64) -> Split {
+        match (&self.steps, self.canary) {
+            (Some(steps), Some(c)) => {
+                let p = steps.percent(now_ms);
+                Split::new([(c.ready, p), (c.rolled, 100 - p)])
+            }
+            _ => self.split.clone(),
+        }
+    }
+
+    /// Whether a canary is live at `now_ms` (strictly between 0 and 100 percent), so that
+    /// automatic rollback watches it.
+    pub fn canary_active(&self, now_ms: u64) -> bool {
+        match (&self.steps, self.canary) {
+            (Some(steps), Some(_)) => {
+                let p = steps.percent(now_ms);
+                p > 0 && p < 100
+            }
+            (_, c) => c.is_some_and(|c| c.active),
+        }
+    }
+
+    /// The current step's canary percent, for services with steps.
+    pub fn step_percent(&self, now_ms: u64) -> Option<u32> {
+        self.steps.as_ref().map(|s| s.percent(now_ms))
+    }
+
     /// `(revision name, percent)` of the split, in bucket order, for logs and status.
     pub fn split_percents(&self) -> impl Iterator<Item = (&str, u32)> + '_ {
         self.split
@@ -520,6 +551,7 @@ mod tests {
         let r = router();
         let view = View::build(
             &r,
+            0,
             |_, _, c| ClusterState {
                 ready: c != "c2",
                 ejected: false,

@@ -90,7 +90,7 @@ pub fn render(router: &Router, view: &View) -> String {
                 latest_ready_revision: latest.and_then(name_of),
                 rolled_back: state.rolled_back,
                 fail_open: state.fail_open,
-                configured_split: shares(&service.split),
+                configured_split: shares(&state.configured),
                 effective_split: shares(&state.split),
                 revisions: service
                     .revisions
@@ -142,6 +142,7 @@ mod tests {
         assert_eq!(svc["latestReadyRevision"], "r2");
         let view = View::build(
             &router,
+            0,
             |_, _, c| ClusterState {
                 ready: true,
                 ejected: c == "c2",
@@ -162,7 +163,7 @@ mod tests {
             svc["configuredSplit"][0],
             json!({"revision": "r2", "percent": 10.0})
         );
-        let view = View::build(&router, |_, _, _| ClusterState::default(), |_| true);
+        let view = View::build(&router, 0, |_, _, _| ClusterState::default(), |_| true);
         let s: Value = serde_json::from_str(&render(&router, &view)).unwrap();
         assert_eq!(s["services"][0]["rolledBack"], true);
         assert_eq!(

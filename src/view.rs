@@ -46,6 +46,8 @@ pub struct ServiceView {
     pub fail_open: bool,
     /// This worker's position in the `split: exact` interleave of `split`.
     pub interleave: Interleave,
+    /// The split the configuration asks for now, before health (the current step's).
+    pub configured: Split,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -56,12 +58,14 @@ pub struct View {
 impl View {
     /// Everything healthy, nothing rolled back: the configuration as written.
     pub fn configured(router: &Router) -> View {
-        View::build(router, |_, _, _| ClusterState::default(), |_| false)
+        View::build(router, 0, |_, _, _| ClusterState::default(), |_| false)
     }
 
-    /// `state(service, revision, cluster)` says whether a revision is ready and ejected.
+    /// The view at `now_ms`; `state(service, revision, cluster)` says whether a revision
+    /// is ready and ejected.
     pub fn build(
         router: &Router,
+        now_ms: u64,
         state: impl Fn(usize, usize, &str) -> ClusterState,
         rolled_back: impl Fn(usize) -> bool,
     ) -> View {
@@ -85,12 +89,14 @@ impl View {
                         }
                     })
                     .collect();
+                // A rollback outlives the step schedule: it stops the progression.
                 let rolled = service
                     .canary
-                    .filter(|c| c.active && service.auto_rollback.is_some() && rolled_back(index));
+                    .filter(|_| service.auto_rollback.is_some() && rolled_back(index));
+                let configured = service.split_at(now_ms);
                 let base = match rolled {
                     Some(c) => Split::new([(c.rolled, 100)]),
-                    None => service.split.clone(),
+                    None => configured.clone(),
                 };
                 let available = |rev: usize| unavailable.get(rev).is_some_and(Option::is_none);
                 let (split, fail_open) = match base.restricted(available) {
@@ -98,6 +104,7 @@ impl View {
                     None => (base, true),
                 };
                 ServiceView {
+                    configured,
                     interleave: Interleave::new(&split),
                     split,
                     unavailable,
@@ -141,6 +148,7 @@ mod tests {
         assert_eq!(shares(&View::configured(&r)), vec![(1, 1000), (0, 9000)]);
         let v = View::build(
             &r,
+            0,
             |_, _, c| ClusterState {
                 ready: c != "c2",
                 ejected: false,
@@ -154,6 +162,7 @@ mod tests {
         );
         let v = View::build(
             &r,
+            0,
             |_, _, c| ClusterState {
                 ready: true,
                 ejected: c == "c1",
@@ -169,6 +178,7 @@ mod tests {
         let r = router();
         let v = View::build(
             &r,
+            0,
             |_, _, _| ClusterState {
                 ready: false,
                 ejected: false,
@@ -182,12 +192,13 @@ mod tests {
     #[test]
     fn rollback_sends_everything_to_the_rolled_out_revision() {
         let r = router();
-        let v = View::build(&r, |_, _, _| ClusterState::default(), |_| true);
+        let v = View::build(&r, 0, |_, _, _| ClusterState::default(), |_| true);
         assert!(v.services[0].rolled_back);
         assert_eq!(shares(&v), vec![(0, 10_000)]);
         // A rolled-out revision that is down: fail open to it rather than the canary.
         let v = View::build(
             &r,
+            0,
             |_, _, c| ClusterState {
                 ready: c != "c1",
                 ejected: false,

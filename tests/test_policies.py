@@ -88,3 +88,51 @@ def test_tag_header_routes_and_is_stripped(start_envoy, backends):
     stack.request(envoy.port, "/", host="nobody.example.com", headers=[("x-canary-tag", "latest")])
     for name in ("c1", "c2", "c3", "fallback"):
         assert all(v == [] for v in backends[name].headers_seen("x-canary-tag")), name
+
+
+def rfc3339(t: float) -> str:
+    import datetime
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def steps_service(weights, start, interval=2, **extra):
+    svc = kserve_service(None)
+    svc["steps"] = {"weights": weights, "intervalSeconds": interval, "startTime": rfc3339(start)}
+    svc.update(extra)
+    return svc
+
+
+def canary_share(envoy, n=200):
+    return sum(stack.request(envoy.port, "/", host=HOST).header("x-canary-revision") == R2 for _ in range(n))
+
+
+def sleep_until(t):
+    import time
+    time.sleep(max(0.0, t - time.time()))
+
+
+def test_steps_advance_with_the_clock(start_envoy):
+    import time
+    start = time.time() + 2.0
+    envoy = start_envoy({"services": [steps_service([10, 60, 100], start)]}, concurrency=2)
+    assert_binomial(canary_share(envoy), 200, 0.10)  # before startTime: the first step
+    sleep_until(start + 2.3)
+    assert_binomial(canary_share(envoy), 200, 0.60)
+    sleep_until(start + 4.3)
+    assert canary_share(envoy) == 200  # the last step routes as promoted
+
+
+def test_rollback_stops_the_steps(start_envoy, backends):
+    import time
+    start = time.time()
+    policy = {"autoRollback": {"maxErrorRate": 0.05, "minRequests": 20, "windowMs": 10000}}
+    envoy = start_envoy({"statusPath": "/status", "services": [steps_service([30, 60, 100], start, **policy)]},
+                        concurrency=2)
+    backends["c2"].fail = True
+    for _ in range(300):
+        stack.request(envoy.port, "/", host=HOST)
+    assert wait_for(lambda: canary_share(envoy, 50) == 0, timeout=2.0)
+    sleep_until(start + 4.5)  # past the 100% step
+    assert canary_share(envoy) == 0
+    import json
+    assert json.loads(stack.request(envoy.port, "/status", host="x").body)["services"][0]["rolledBack"] is True
