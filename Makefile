@@ -106,7 +106,7 @@ fuzz: fuzz-tools
 	  mkdir -p target/corpus/$$t; \
 	  cargo +nightly fuzz run $$t target/corpus/$$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) \
 	    -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=5 > target/$$t.log 2>&1 \
-	    || { tail -n 40 target/$$t.log; echo "fuzz target $$t failed: input in fuzz/artifacts/$$t/"; exit 1; }; \
+	    || { tail -n 40 target/$$t.log; echo "fuzz target $$t failed (fuzz/target/$$t.log; a crash leaves its input in fuzz/artifacts/$$t/)"; exit 1; }; \
 	  echo "fuzz $$t: $$(grep -Eo 'Done [0-9]+ runs in [0-9]+ second' target/$$t.log | tail -n 1)s"; \
 	done | tee ../target/reports/fuzz.txt
 

@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let router = common::router();
     let view = View::build(
         &router,
+        u64::from(flags) * 60_000,
         |s, r, _| ClusterState {
             ready: (u32::from(flags) >> ((s * 2 + r) as u32 & 7)) & 1 == 0,
             ejected: flags & 0x40 != 0 && r == 1,
