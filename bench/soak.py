@@ -40,7 +40,9 @@ def config(step: int) -> dict:
         "name": "iris", "hosts": [HOST],
         "revisions": [{"name": f"iris-{c}", "cluster": c} for c in CLUSTERS],
         "traffic": [{"revisionName": f"iris-{c}", "percent": p} for c, p in zip(CLUSTERS, shares)],
-        "healthCheck": {"intervalMs": 200, "timeoutMs": 150, "unhealthyThreshold": 2, "healthyThreshold": 2},
+        # The backends share one Python process with the load generator: under full load
+        # they can take a few hundred ms to answer a probe, so the timeout leaves room.
+        "healthCheck": {"intervalMs": 300, "timeoutMs": 250, "unhealthyThreshold": 2, "healthyThreshold": 2},
         "outlier": {"maxErrorRate": 0.3, "minRequests": 20, "windowMs": 2000, "ejectionMs": EJECTION_MS},
     }]}
 

@@ -99,9 +99,19 @@ impl View {
                     None => configured.clone(),
                 };
                 let available = |rev: usize| unavailable.get(rev).is_some_and(Option::is_none);
+                // Failing open goes in tiers: revisions that are only not ready (probes can
+                // be wrong) before ejected ones (which just failed real traffic), and the
+                // configured split only when every revision is ejected.
+                let ejected: Vec<bool> = service
+                    .revisions
+                    .iter()
+                    .enumerate()
+                    .map(|(ri, r)| state(index, ri, &r.cluster).ejected)
+                    .collect();
+                let not_ejected = |rev: usize| ejected.get(rev) == Some(&false);
                 let (split, fail_open) = match base.restricted(available) {
                     Some(split) => (split, false),
-                    None => (base, true),
+                    None => (base.restricted(not_ejected).unwrap_or(base), true),
                 };
                 ServiceView {
                     configured,
@@ -187,6 +197,33 @@ mod tests {
         );
         assert!(v.services[0].fail_open);
         assert_eq!(shares(&v), vec![(1, 1000), (0, 9000)]);
+    }
+
+    #[test]
+    fn failing_open_prefers_not_ready_revisions_to_ejected_ones() {
+        let r = router();
+        let v = View::build(
+            &r,
+            0,
+            |_, _, c| ClusterState {
+                ready: false,
+                ejected: c == "c1",
+            },
+            |_| false,
+        );
+        assert!(v.services[0].fail_open);
+        assert_eq!(shares(&v), vec![(1, 10_000)]);
+        let all_ejected = View::build(
+            &r,
+            0,
+            |_, _, _| ClusterState {
+                ready: true,
+                ejected: true,
+            },
+            |_| false,
+        );
+        assert!(all_ejected.services[0].fail_open);
+        assert_eq!(shares(&all_ejected), vec![(1, 1000), (0, 9000)]);
     }
 
     #[test]
