@@ -39,6 +39,17 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(CanaryRoot::new()) });
 }}
 
+/// A header value as text. RFC 9110 allows bytes 0x80-0xFF (obs-text) in field values and
+/// Envoy passes them on; the SDK's string getters would panic on them, so read bytes and
+/// replace what is not UTF-8 (nothing the filter matches contains U+FFFD by accident).
+fn header(map: MapType, name: &str) -> Option<String> {
+    let bytes = hostcalls::get_map_value_bytes(map, name).ok()??;
+    Some(match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
 /// Shared state a view was built from: readiness per cluster, ejection per revision,
 /// rollback per service, current step per service.
 type Seen = (Vec<bool>, Vec<Vec<bool>>, Vec<bool>, Vec<Option<u32>>);
@@ -448,11 +459,7 @@ impl Context for CanaryRoot {
         };
         // No headers: timeout, reset or connect failure.
         let ok = num_headers > 0
-            && hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-                .ok()
-                .flatten()
-                .as_deref()
-                == Some("200");
+            && header(MapType::HttpCallResponseHeaders, ":status").as_deref() == Some("200");
         self.record_probe(cluster, ok);
     }
 }
@@ -563,7 +570,7 @@ impl HttpContext for CanaryHttp {
         // `:path`: on every request with a status view; otherwise only for a host no
         // service has, when model paths could route it.
         let status_path = router.status_path();
-        let mut path = status_path.and_then(|_| self.get_http_request_header(":path"));
+        let mut path = status_path.and_then(|_| header(MapType::HttpRequestHeaders, ":path"));
         if status_path.is_some() && path.as_deref().and_then(|p| p.split('?').next()) == status_path
         {
             let body = status::render(&router, &self.view);
@@ -577,11 +584,11 @@ impl HttpContext for CanaryHttp {
             );
             return Action::Pause;
         }
-        let authority = self.get_http_request_header(":authority");
+        let authority = header(MapType::HttpRequestHeaders, ":authority");
         let mut route = authority.as_deref().and_then(|a| router.lookup(a));
         if route.is_none() && router.routes_by_model() {
             if path.is_none() {
-                path = self.get_http_request_header(":path");
+                path = header(MapType::HttpRequestHeaders, ":path");
             }
             route = path.as_deref().and_then(|p| router.lookup_model(p));
         }
@@ -589,7 +596,7 @@ impl HttpContext for CanaryHttp {
             let mut rng = self.rng.get();
             let outcome = router.decide(
                 route,
-                |name| self.get_http_request_header(name),
+                |name| header(MapType::HttpRequestHeaders, name),
                 &mut rng,
                 &self.view,
             );
@@ -654,8 +661,7 @@ impl HttpContext for CanaryHttp {
             self.set_http_response_header(self.router.revision_header(), Some(name));
         }
         if let Some(slot) = self.slot.take() {
-            let status = self
-                .get_http_response_header(":status")
+            let status = header(MapType::HttpResponseHeaders, ":status")
                 .and_then(|s| s.parse::<u16>().ok())
                 .unwrap_or(0);
             self.counters.response(slot, status);

@@ -43,8 +43,9 @@ def raw(port: int, data: bytes) -> tuple[int, dict, bytes]:
 def envoy(start_envoy):
     long_svc = {"name": "long", "hosts": [LONG_HOST], "tagRouting": True,
                 "revisions": [{"name": "long-1", "cluster": "c3"}, {"name": "long-2", "cluster": "c4"}],
-                "latestRolledoutRevision": "long-1", "latestReadyRevision": "long-2", "canaryTrafficPercent": 0}
-    return start_envoy({"services": [kserve_service(0), long_svc]}, concurrency=2)
+                "latestRolledoutRevision": "long-1", "latestReadyRevision": "long-2", "canaryTrafficPercent": 0,
+                "sticky": {"cookie": "user"}}
+    return start_envoy({"services": [kserve_service(0, sticky={"header": "x-user"}), long_svc]}, concurrency=2)
 
 
 def vm_restarts(envoy) -> int:
@@ -125,6 +126,21 @@ def header_values_with_control_characters(envoy, backends):
                                  b"\r\ntraffic: " + value + b"\r\nConnection: close\r\n\r\n")
         # Envoy's codec refuses them, or the rule does not match: never the canary.
         assert status == 400 or headers.get("x-backend") == "c1", (value, status, headers)
+
+
+@case
+def non_utf8_header_values(envoy, backends):
+    # RFC 9110 obs-text: bytes 0x80-0xFF pass Envoy's codec. Every header the filter reads
+    # (tag, rule, sticky header, cookie, host, path) gets one; the SDK's string getters would
+    # panic on them and abort the VM.
+    for value in (b"traffic: t\xe9st", b"traffic: \xc3\x28", b"x-user: \xff\xfe", b"x-canary-tag: l\xe9test",
+                  b"x-canary-tag: latest\xff", b"cookie: a=\xff; user=\xe9bob"):
+        for host, backend in ((HOST, "c1"), (LONG_HOST, "c3")):
+            status, headers, _ = raw(envoy.port, b"GET /v1/models/m:predict HTTP/1.1\r\nHost: " + host.encode()
+                                     + b"\r\n" + value + b"\r\nConnection: close\r\n\r\n")
+            assert status == 400 or (status, headers.get("x-backend")) == (200, backend), (value, status, headers)
+    status, headers, _ = raw(envoy.port, b"GET /v2/models/\xe9/infer HTTP/1.1\r\nHost: caf\xe9.example.com\r\nConnection: close\r\n\r\n")
+    assert status == 400 or headers.get("x-backend") == "fallback", (status, headers)
 
 
 @case
