@@ -181,8 +181,11 @@ class EchoBackend:
             disable_nagle_algorithm = True
 
             def _answer(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                    body = self._read_chunked()
+                else:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    body = self.rfile.read(length) if length else b""
                 if backend.hang:
                     time.sleep(30)
                     return
@@ -196,6 +199,17 @@ class EchoBackend:
                 with backend._lock:
                     backend.received.append(seen)
                 self._reply(500 if backend.fail else 200, json.dumps({"backend": backend.name}).encode())
+
+            def _read_chunked(self) -> bytes:
+                body = b""
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass  # trailers
+                        return body
+                    body += self.rfile.read(size)
+                    self.rfile.readline()
 
             def _reply(self, status, out):
                 self.send_response(status)

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::error::{ConfigError, ErrorKind};
 use crate::health::{HealthCheck, Outlier, RatePolicy, BUCKET_MS, MAX_WINDOW_BUCKETS};
+use crate::mirror::{Mirror, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MS, MAX_BODY_BYTES_LIMIT};
 use crate::model_path;
 use crate::names;
 use crate::router::{
@@ -52,6 +53,16 @@ struct RawService {
     #[serde(default)]
     models: Vec<String>,
     steps: Option<RawSteps>,
+    mirror: Option<RawMirror>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawMirror {
+    revision: String,
+    percent: i64,
+    max_body_bytes: Option<u64>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -438,6 +449,10 @@ fn compile_service(
         }
     }
 
+    let mirror = raw
+        .mirror
+        .map(|m| mirror(m, |name| resolve("mirror.revision", name)))
+        .transpose()?;
     let steps = raw.steps.map(steps).transpose()?;
     let mut split = form.split;
     let mut canary = form.canary;
@@ -469,6 +484,7 @@ fn compile_service(
             tags,
             sticky,
             exact,
+            mirror,
         },
         hosts,
         tags: if raw.tag_routing {
@@ -700,6 +716,39 @@ fn steps(raw: RawSteps) -> Result<Steps, ErrorKind> {
     })
 }
 
+fn mirror(
+    raw: RawMirror,
+    resolve: impl Fn(&str) -> Result<usize, ErrorKind>,
+) -> Result<Mirror, ErrorKind> {
+    let revision = resolve(&raw.revision)?;
+    if !(0..=100).contains(&raw.percent) {
+        return Err(ErrorKind::PercentOutOfRange {
+            field: "mirror.percent".into(),
+            value: raw.percent,
+        });
+    }
+    let max_body = bounded(
+        "mirror.maxBodyBytes",
+        raw.max_body_bytes,
+        DEFAULT_MAX_BODY_BYTES,
+        0,
+        MAX_BODY_BYTES_LIMIT,
+    )?;
+    let timeout_ms = bounded(
+        "mirror.timeoutMs",
+        raw.timeout_ms,
+        DEFAULT_TIMEOUT_MS,
+        1,
+        60_000,
+    )?;
+    Ok(Mirror {
+        revision,
+        share: u32::try_from(raw.percent * 100).unwrap_or(0),
+        max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
+        timeout_ms,
+    })
+}
+
 fn sticky(raw: RawSticky, cluster_header: &str, tag_header: &str) -> Result<Sticky, ErrorKind> {
     match (raw.header, raw.cookie) {
         (Some(h), None) => {
@@ -855,6 +904,8 @@ fn bounded(
                 (100, 3_600_000) => "must be in 100..3600000 (ms)",
                 (1, 2_592_000) => "must be in 1..2592000 (s)",
                 (1, 1_000_000_000) => "must be at least 1",
+                (1, 60_000) => "must be in 1..60000 (ms)",
+                (0, MAX_BODY_BYTES_LIMIT) => "must be in 0..16777216 (bytes)",
                 _ => "must be positive and below the interval",
             },
         }),

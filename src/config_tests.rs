@@ -755,3 +755,44 @@ fn steps_follow_the_clock_and_are_validated() {
         "steps": {"weights": [5], "intervalSeconds": 60, "startTime": "2026-11-23T12:00:00Z"}}]});
     assert_mentions(&reject(&traffic), &["steps", "KServe form"]);
 }
+
+#[test]
+fn mirror_copies_a_share_to_one_revision() {
+    let with_mirror = |mirror: Value| {
+        with_service(|s| {
+            if let Some(Value::Array(revs)) = s.get_mut("revisions") {
+                revs.push(
+                    json!({"name": "shadow", "cluster": "c-shadow", "host": "shadow.internal"}),
+                );
+            }
+            s.insert("mirror".into(), mirror);
+        })
+    };
+    let r = load(&with_mirror(json!({"revision": "shadow", "percent": 25})));
+    let (m, rev) = r.mirror(0).unwrap();
+    assert_eq!(
+        (m.revision, m.share, m.max_body, m.timeout_ms),
+        (2, 2_500, 65_536, 5_000)
+    );
+    assert_eq!(
+        (&*rev.cluster, rev.host.as_deref()),
+        ("c-shadow", Some("shadow.internal"))
+    );
+    // The shadow is not part of the split.
+    assert_eq!(split(&r, 0).len(), 2);
+    let r = load(&with_mirror(
+        json!({"revision": "sklearn-iris-predictor-00002", "percent": 0, "maxBodyBytes": 0, "timeoutMs": 60000}),
+    ));
+    let (m, _) = r.mirror(0).unwrap();
+    assert_eq!(
+        (m.revision, m.share, m.max_body, m.timeout_ms),
+        (1, 0, 0, 60_000)
+    );
+    assert!(load(&kserve_example()).mirror(0).is_none());
+    let msg = reject(&with_mirror(json!({"revision": "shadow", "percent": -1})));
+    assert_mentions(&msg, &["sklearn-iris", "mirror.percent", "-1"]);
+    let msg = reject(&with_mirror(
+        json!({"revision": "shadow", "percent": 5, "maxBodyBytes": 16777217}),
+    ));
+    assert_mentions(&msg, &["mirror.maxBodyBytes", "16777217"]);
+}

@@ -11,12 +11,13 @@ use std::time::Duration;
 use log::{error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::config;
 use crate::health::{
     cluster_id, decode_pair, encode_pair, fnv1a, may_take_lease, Counts, Ejections, Probe, Window,
 };
+use crate::mirror::{self, Capture, Outbox, Skip, Ticket};
 use crate::plan::{revision_stat, service_stat, Counters, Plan, CLASSES};
 use crate::rng::Rng;
 use crate::router::{Choice, Outcome, Router};
@@ -28,6 +29,8 @@ use crate::view::{ClusterState, View};
 const TICK: Duration = Duration::from_millis(100);
 /// Without health policies the timer only flushes metrics.
 const METRICS_TICK: Duration = Duration::from_millis(1000);
+/// With a mirror, the timer also sends the queued shadow copies: they wait at most this.
+const MIRROR_TICK: Duration = Duration::from_millis(20);
 /// A prober that stops renewing (its root context is gone) is replaced after this.
 const LEASE_MS: u64 = 1000;
 /// Rollback key value while not rolled back (created at configure time, so that the
@@ -50,6 +53,13 @@ fn header(map: MapType, name: &str) -> Option<String> {
     })
 }
 
+/// The stat of a mirror metric, named after the revision the copies go to.
+fn mirror_stat(router: &Router, service: usize, metric: &str) -> Option<String> {
+    let (_, revision) = router.mirror(service)?;
+    let service = router.services().get(service)?;
+    Some(revision_stat(service.name(), &revision.name, metric))
+}
+
 /// Shared state a view was built from: readiness per cluster, ejection per revision,
 /// rollback per service, current step per service.
 type Seen = (Vec<bool>, Vec<Vec<bool>>, Vec<bool>, Vec<Option<u32>>);
@@ -70,6 +80,14 @@ struct CanaryRoot {
     stats: Stats,
     /// Probe in flight: token -> cluster index.
     probes: HashMap<u32, usize>,
+    /// Shadow copies: queued by the HTTP contexts, sent by the timer.
+    outbox: Rc<Outbox>,
+    /// Shadow call in flight: token -> service, and the outbox place it holds.
+    shadows: HashMap<u32, (usize, Ticket)>,
+    /// The timer runs every `MIRROR_TICK` with a mirror; the rest of its work keeps its
+    /// own period.
+    work_period_ms: u64,
+    next_work: u64,
     next_probe: Vec<u64>,
     /// What the view was last built from, to rebuild it only on change.
     seen: Seen,
@@ -98,6 +116,10 @@ impl CanaryRoot {
             loaded_at: 0,
             stats: Stats::default(),
             probes: HashMap::new(),
+            outbox: Rc::new(Outbox::default()),
+            shadows: HashMap::new(),
+            work_period_ms: 0,
+            next_work: 0,
             next_probe: Vec::new(),
             seen: Seen::default(),
         }
@@ -408,6 +430,67 @@ impl CanaryRoot {
         self.record_gauges();
     }
 
+    /// Sends the shadow copies the HTTP contexts queued since the last tick.
+    fn send_shadows(&mut self) {
+        let router = Rc::clone(&self.router);
+        for shadow in self.outbox.take_queued() {
+            let (Some((mirror, revision)), Some(service)) = (
+                router.mirror(shadow.service),
+                router.services().get(shadow.service),
+            ) else {
+                continue;
+            };
+            let headers: Vec<(&str, &str)> = shadow
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let body = (!shadow.body.is_empty()).then_some(shadow.body.as_slice());
+            let timeout = Duration::from_millis(mirror.timeout_ms);
+            let sent =
+                hostcalls::dispatch_http_call(&revision.cluster, headers, body, vec![], timeout);
+            let metric = match sent {
+                Ok(token) => {
+                    self.shadows.insert(token, (shadow.service, shadow.ticket));
+                    "mirror_requests"
+                }
+                Err(_) => "mirror_failures",
+            };
+            if router.metrics() {
+                self.stats
+                    .add(revision_stat(&service.name, &revision.name, metric), 1);
+            }
+        }
+        if router.metrics() {
+            for ((si, reason), n) in self.outbox.take_skips() {
+                if let Some(stat) = mirror_stat(&router, si, reason.metric()) {
+                    self.stats.add(stat, n);
+                }
+            }
+        }
+    }
+
+    /// Counts the answer to a shadow copy (none: timeout, reset or connect failure).
+    fn shadow_answered(&mut self, service: usize, num_headers: usize) {
+        if !self.router.metrics() {
+            return;
+        }
+        let status = (num_headers > 0)
+            .then(|| header(MapType::HttpCallResponseHeaders, ":status"))
+            .flatten()
+            .and_then(|s| s.parse::<u16>().ok());
+        let metric = match status.map(|s| s / 100) {
+            Some(2) => "mirror_responses_2xx",
+            Some(3) => "mirror_responses_3xx",
+            Some(4) => "mirror_responses_4xx",
+            Some(5) => "mirror_responses_5xx",
+            _ => "mirror_failures",
+        };
+        if let Some(stat) = mirror_stat(&self.router, service, metric) {
+            self.stats.add(stat, 1);
+        }
+    }
+
     /// Readiness, ejection, effective share and rollback, for services with policies.
     fn record_gauges(&mut self) {
         let router = Rc::clone(&self.router);
@@ -454,6 +537,10 @@ impl Context for CanaryRoot {
         _body_size: usize,
         _num_trailers: usize,
     ) {
+        if let Some((service, _ticket)) = self.shadows.remove(&token_id) {
+            self.shadow_answered(service, num_headers);
+            return;
+        }
         let Some(cluster) = self.probes.remove(&token_id) else {
             return;
         };
@@ -494,13 +581,20 @@ impl RootContext for CanaryRoot {
         self.next_probe = vec![0; plan.clusters.len()];
         self.view = Rc::new(View::configured(&router));
         self.seen = Seen::default();
-        let tick = if plan.active {
+        let work = if plan.active {
             Some(TICK)
         } else if router.metrics() {
             Some(METRICS_TICK)
         } else {
             None
         };
+        let mirrors = router.services.iter().any(|s| s.mirror.is_some());
+        self.work_period_ms = work.map_or(0, |p| p.as_millis() as u64);
+        self.next_work = 0;
+        // A new configuration starts with its own outbox: copies of the old one are
+        // sent by the root context that took them, or dropped with it.
+        self.outbox = Rc::new(Outbox::default());
+        let tick = if mirrors { Some(MIRROR_TICK) } else { work };
         if let Some(period) = tick {
             let _ = hostcalls::set_tick_period(period);
         }
@@ -521,7 +615,12 @@ impl RootContext for CanaryRoot {
     }
 
     fn on_tick(&mut self) {
+        self.send_shadows();
         let now = now_ms();
+        if self.work_period_ms == 0 || now < self.next_work {
+            return;
+        }
+        self.next_work = now + self.work_period_ms;
         self.flush(now);
         if self.plan.active {
             self.evaluate(now);
@@ -537,8 +636,10 @@ impl RootContext for CanaryRoot {
             view: Rc::clone(&self.view),
             counters: Rc::clone(&self.counters),
             rng: Rc::clone(&self.rng),
+            outbox: Rc::clone(&self.outbox),
             choice: None,
             slot: None,
+            capture: None,
         }))
     }
 
@@ -557,6 +658,74 @@ struct CanaryHttp {
     choice: Option<Choice>,
     /// Counters of the routed revision, when its responses are counted.
     slot: Option<usize>,
+    outbox: Rc<Outbox>,
+    /// A shadow copy being taken while the request body passes.
+    capture: Option<Capture>,
+}
+
+impl CanaryHttp {
+    /// Takes a shadow copy of this request if the service mirrors and the draw says so.
+    /// Host calls: one for all headers; then one per body chunk.
+    fn start_mirror(&mut self, router: &Router, choice: Choice, end_of_stream: bool) {
+        let Some((mirror, revision)) = router.mirror(choice.service) else {
+            return;
+        };
+        // A copy to the revision that serves the request tells nothing new.
+        if mirror.revision == choice.revision {
+            return;
+        }
+        let mut rng = self.rng.get();
+        let sampled = mirror.samples(rng.below(crate::split::BUCKETS));
+        self.rng.set(rng);
+        if !sampled {
+            return;
+        }
+        let unavailable = self
+            .view
+            .service(choice.service)
+            .and_then(|s| s.unavailable.get(mirror.revision).copied().flatten())
+            .is_some();
+        if unavailable {
+            self.outbox.skipped(choice.service, Skip::Unavailable);
+            return;
+        }
+        let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
+            return;
+        };
+        let content_length = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| std::str::from_utf8(v).ok());
+        if mirror::declared_too_large(content_length, mirror.max_body) {
+            self.outbox.skipped(choice.service, Skip::TooLarge);
+            return;
+        }
+        let own = [
+            router.cluster_header(),
+            router.tag_header(),
+            router.revision_header(),
+        ];
+        let headers = mirror::copy_headers(
+            headers,
+            &own,
+            revision.host.as_deref(),
+            router
+                .upstream_revision_header()
+                .then_some((router.revision_header(), &*revision.name)),
+        );
+        match self.outbox.start(choice.service, headers, mirror.max_body) {
+            Ok(capture) if end_of_stream => capture.finish(),
+            Ok(capture) => self.capture = Some(capture),
+            Err(reason) => self.outbox.skipped(choice.service, reason),
+        }
+    }
+
+    /// The request ended (body or trailers): the copy is complete.
+    fn finish_mirror(&mut self) {
+        if let Some(capture) = self.capture.take() {
+            capture.finish();
+        }
+    }
 }
 
 impl Context for CanaryHttp {}
@@ -565,7 +734,7 @@ impl HttpContext for CanaryHttp {
     // Host calls: unknown host 2 (read authority, remove the cluster header); routed
     // request 2 plus one per header rule read, one for an authority rewrite and one for
     // the optional upstream revision header; +1 (`:path`) with `statusPath` or `models`.
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let router = Rc::clone(&self.router);
         // `:path`: on every request with a status view; otherwise only for a host no
         // service has, when model paths could route it.
@@ -645,6 +814,9 @@ impl HttpContext for CanaryHttp {
                 if router.upstream_revision_header() {
                     self.set_http_request_header(router.revision_header(), Some(d.revision));
                 }
+                if d.by_split {
+                    self.start_mirror(&router, d.choice, end_of_stream);
+                }
                 self.choice = Some(d.choice);
                 let slot = self.plan.slot(d.choice.service, d.choice.revision);
                 if let Some(slot) = slot {
@@ -653,6 +825,36 @@ impl HttpContext for CanaryHttp {
                 self.slot = slot.filter(|&s| router.metrics() || self.plan.windowed(s));
             }
         }
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(capture) = self.capture.as_mut() else {
+            return Action::Continue;
+        };
+        // Each call sees only the chunk that just arrived: the filter never buffers.
+        let chunk = if body_size == 0 {
+            Ok(Vec::new())
+        } else {
+            hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+                .map(Option::unwrap_or_default)
+        };
+        let pushed = match chunk {
+            Ok(bytes) => capture.push(&bytes),
+            Err(_) => Err(Skip::TooLarge),
+        };
+        if let Err(reason) = pushed {
+            let service = capture.service;
+            self.capture = None;
+            self.outbox.skipped(service, reason);
+        } else if end_of_stream {
+            self.finish_mirror();
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.finish_mirror();
         Action::Continue
     }
 

@@ -8,6 +8,7 @@ pub mod authority;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod mirror;
 pub mod model_path;
 pub mod names;
 pub mod plan;

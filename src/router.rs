@@ -54,6 +54,8 @@ pub struct Service {
     /// Progressive canary share by wall-clock time (KServe form, instead of
     /// canaryTrafficPercent).
     pub(crate) steps: Option<crate::steps::Steps>,
+    /// Shadow copies of split-routed requests to one revision.
+    pub(crate) mirror: Option<crate::mirror::Mirror>,
 }
 
 /// Where a sticky user's identity comes from.
@@ -138,6 +140,8 @@ pub struct Decision<'a> {
     pub revision: &'a str,
     /// New `:authority`, if it changes.
     pub authority: Option<&'a str>,
+    /// The split chose (randomly, exactly or by sticky bucket), not a tag or a rule.
+    pub by_split: bool,
 }
 
 impl Default for Router {
@@ -189,6 +193,13 @@ impl Router {
 
     pub fn services(&self) -> &[Service] {
         &self.services
+    }
+
+    /// A service's mirror setting and the revision it copies to.
+    pub fn mirror(&self, service: usize) -> Option<(&crate::mirror::Mirror, &Revision)> {
+        let s = self.services.get(service)?;
+        let m = s.mirror.as_ref()?;
+        Some((m, s.revisions.get(m.revision)?))
     }
 
     /// The route for a request authority, or `None` for a host this filter does not serve.
@@ -274,6 +285,7 @@ impl Router {
             cluster: &chosen.cluster,
             revision: &chosen.name,
             authority: chosen.host.as_deref().or(tag_authority),
+            by_split: !explicit,
         }))
     }
 
@@ -428,6 +440,42 @@ mod tests {
         ] {
             assert!(decide(&r, host, &[], &mut rng).is_none(), "{host}");
         }
+    }
+
+    #[test]
+    fn only_split_decisions_are_marked_by_split() {
+        let r = router();
+        let mut rng = Rng::new(1);
+        assert!(
+            decide(&r, "iris.example.com", &[], &mut rng)
+                .unwrap()
+                .by_split
+        );
+        assert!(
+            !decide(&r, "latest-iris.example.com", &[], &mut rng)
+                .unwrap()
+                .by_split
+        );
+        assert!(
+            !decide(&r, "iris.example.com", &[("x-user", "qa")], &mut rng)
+                .unwrap()
+                .by_split
+        );
+        assert!(
+            !decide(
+                &r,
+                "iris.example.com",
+                &[("x-canary-tag", "prev")],
+                &mut rng
+            )
+            .unwrap()
+            .by_split
+        );
+        assert!(
+            decide(&r, "other.example.com", &[], &mut rng)
+                .unwrap()
+                .by_split
+        );
     }
 
     #[test]
