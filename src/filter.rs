@@ -714,7 +714,7 @@ impl CanaryHttp {
                 .then_some((router.revision_header(), &*revision.name)),
         );
         match self.outbox.start(choice.service, headers, mirror.max_body) {
-            Ok(capture) if end_of_stream => capture.finish(),
+            Ok(capture) if end_of_stream => capture.finish(&self.outbox),
             Ok(capture) => self.capture = Some(capture),
             Err(reason) => self.outbox.skipped(choice.service, reason),
         }
@@ -723,7 +723,7 @@ impl CanaryHttp {
     /// The request ended (body or trailers): the copy is complete.
     fn finish_mirror(&mut self) {
         if let Some(capture) = self.capture.take() {
-            capture.finish();
+            capture.finish(&self.outbox);
         }
     }
 }

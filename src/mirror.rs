@@ -107,16 +107,18 @@ pub fn declared_too_large(content_length: Option<&str>, max_body: usize) -> bool
 }
 
 /// Holds one of the outbox's `OUTSTANDING_LIMIT` places; gives it back when dropped,
-/// whatever became of the copy (sent and answered, too large, request aborted).
+/// whatever became of the copy (sent and answered, too large, request aborted). It holds
+/// the count, not the outbox: a queued copy pointing back at its outbox would be a cycle
+/// that leaks the copies of a configuration replaced before they were sent.
 #[derive(Debug)]
 pub struct Ticket {
-    outbox: Rc<Outbox>,
+    outstanding: Rc<Cell<usize>>,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let n = self.outbox.outstanding.get();
-        self.outbox.outstanding.set(n.saturating_sub(1));
+        let n = self.outstanding.get();
+        self.outstanding.set(n.saturating_sub(1));
     }
 }
 
@@ -142,8 +144,7 @@ impl Capture {
     }
 
     /// The request is complete: queue the copy for the next tick.
-    pub fn finish(self) {
-        let outbox = Rc::clone(&self.ticket.outbox);
+    pub fn finish(self, outbox: &Outbox) {
         outbox.queue.borrow_mut().push_back(Shadow {
             service: self.service,
             headers: self.headers,
@@ -167,7 +168,7 @@ pub struct Shadow {
 #[derive(Debug, Default)]
 pub struct Outbox {
     queue: RefCell<VecDeque<Shadow>>,
-    outstanding: Cell<usize>,
+    outstanding: Rc<Cell<usize>>,
     /// Skips since the last flush, by service and reason (rare, so a map).
     skips: RefCell<HashMap<(usize, Skip), u64>>,
 }
@@ -175,7 +176,7 @@ pub struct Outbox {
 impl Outbox {
     /// Starts a copy of a sampled request, or says why not.
     pub fn start(
-        self: &Rc<Self>,
+        &self,
         service: usize,
         headers: Vec<(String, String)>,
         max_body: usize,
@@ -191,7 +192,7 @@ impl Outbox {
             body: Vec::new(),
             max_body,
             ticket: Ticket {
-                outbox: Rc::clone(self),
+                outstanding: Rc::clone(&self.outstanding),
             },
         })
     }
@@ -305,7 +306,7 @@ mod tests {
         assert_eq!(c.push(b"de"), Ok(()));
         assert_eq!(c.push(b"f"), Err(Skip::TooLarge));
         assert_eq!(outbox.outstanding(), 1);
-        c.finish();
+        c.finish(&outbox);
         let queued = outbox.take_queued();
         assert_eq!(queued.len(), 1);
         assert_eq!(queued[0].body, b"abcde");
@@ -326,6 +327,18 @@ mod tests {
         drop(held);
         assert_eq!(outbox.outstanding(), 0);
         assert!(outbox.start(0, vec![], 0).is_ok());
+    }
+
+    #[test]
+    fn a_dropped_outbox_frees_its_queued_copies() {
+        let outbox = Rc::new(Outbox::default());
+        let weak = Rc::downgrade(&outbox);
+        let c = outbox.start(0, vec![], 0).unwrap();
+        c.finish(&outbox);
+        let late = outbox.start(1, vec![], 0).unwrap();
+        drop(outbox);
+        assert!(weak.upgrade().is_none(), "no cycle through the queued copy");
+        drop(late);
     }
 
     #[test]
