@@ -2,7 +2,8 @@
 
 Starts two real KServe model servers (revision 00001: an SVC, revision 00002: a depth-1
 tree; they answer [[7.7, 3.0, 6.1, 2.3]] with 2 and 1) and Envoy with the filter, then
-walks through KServe's canary rollout: 10% canary, tag routing, header routing, promote,
+walks through a release: shadow traffic to the new revision first, then KServe's canary
+rollout: 10% canary, tag routing, header routing, promote,
 rollback, and an automatic rollback when the canary's model server dies under load. Every step sends real :predict requests and prints what was observed next to
 what was configured. Everything started is stopped at the end, also on Ctrl-C.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import re
 import signal
 import sys
 import time
@@ -74,7 +76,7 @@ class Demo:
         print()
         print(bold(f"== {title}"))
         shown = {k: service[k] for k in ("latestRolledoutRevision", "latestReadyRevision",
-                                          "canaryTrafficPercent") if k in service}
+                                          "canaryTrafficPercent", "mirror") if k in service}
         print(f"   plugin config: {shown}")
 
     def predict(self, host=HOST, headers=()):
@@ -101,9 +103,29 @@ class Demo:
         model, status, header = self.predict(host, headers)
         print(f"   {label:<48} -> {status} {header} (prediction says {model})")
 
+    def mirror_counts(self) -> dict[str, int]:
+        prom = stack.request(self.envoy.admin_port, "/stats/prometheus").body.decode()
+        return {m.group(1): int(m.group(2)) for m in re.finditer(
+            rf'^canary_router_(mirror_[a-z0-9_]+){{service="sklearn-iris",revision="{R2}"}} (\d+)$', prom, re.M)}
+
+    def shadow(self):
+        shadowed = copy.deepcopy(BASE)
+        shadowed["canaryTrafficPercent"] = 0
+        shadowed["mirror"] = {"revision": R2, "percent": 100}
+        self.configure(shadowed, "Shadow: every request copied to the new revision, clients see only the old one")
+        self.split({R1: 100})
+        deadline = time.monotonic() + 3
+        while self.mirror_counts().get("mirror_responses_2xx", 0) < REQUESTS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        counts = self.mirror_counts()
+        print(f"   copies sent to {R2}: {counts.get('mirror_requests', 0)}, answered 2xx: "
+              f"{counts.get('mirror_responses_2xx', 0)} (canary_router_mirror_* metrics); "
+              "their answers never reach a client")
+
     def run(self):
         self.start_models()
 
+        self.shadow()
         self.configure(BASE, "Canary: 10% to the new revision (canaryTrafficPercent: 10)")
         self.split({R1: 90, R2: 10})
         print("   Tag and header routing reach one revision whatever the split:")
