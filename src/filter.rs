@@ -761,18 +761,27 @@ impl HttpContext for CanaryHttp {
             }
             route = path.as_deref().and_then(|p| router.lookup_model(p));
         }
+        // A tag header the decision read and found absent needs no stripping.
+        let mut tag_absent = false;
         let outcome = route.and_then(|route| {
             let mut rng = self.rng.get();
             let outcome = router.decide(
                 route,
-                |name| header(MapType::HttpRequestHeaders, name),
+                |name| {
+                    let value = header(MapType::HttpRequestHeaders, name);
+                    tag_absent |= value.is_none() && name == router.tag_header();
+                    value
+                },
                 &mut rng,
                 &self.view,
             );
             self.rng.set(rng);
             outcome
         });
-        if router.tag_routing() && !matches!(outcome, Some(Outcome::Unavailable { .. })) {
+        if router.tag_routing()
+            && !tag_absent
+            && !matches!(outcome, Some(Outcome::Unavailable { .. }))
+        {
             // The tag header only ever speaks to this filter.
             self.set_http_request_header(router.tag_header(), None);
         }

@@ -77,7 +77,7 @@ def test_exact_split_counts_within_one_at_every_step(start_envoy):
 def test_tag_header_routes_and_is_stripped(start_envoy, backends):
     untagged = {"name": "other", "hosts": ["other.example.com"], "revisions": [{"name": "o1", "cluster": "c3"}]}
     envoy = start_envoy({"services": [kserve_service(0), untagged]})
-    for value, backend in [("latest", "c2"), ("prev", "c1"), ("LATEST", "c1"), ("unknown", "c1")]:
+    for value, backend in [("latest", "c2"), ("prev", "c1"), ("LATEST", "c1"), ("unknown", "c1"), ("", "c1")]:
         r = stack.request(envoy.port, "/", host=HOST, headers=[("x-canary-tag", value)])
         assert r.header("x-backend") == backend, value
     # Tag before header rules: the rule says latest, the tag says prev.
