@@ -222,7 +222,7 @@ fn compile(raw: RawConfig) -> Result<Router, ConfigError> {
         tag_routing: false,
         models: HashMap::new(),
         status_path,
-        metrics: raw.metrics.unwrap_or(true),
+        metrics: raw.metrics.unwrap_or(false),
         hosts: HashMap::new(),
         services: Vec::with_capacity(raw.services.len()),
     };

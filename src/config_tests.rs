@@ -196,12 +196,12 @@ fn custom_header_names() {
     assert_eq!(r.cluster_header(), "x-route-to");
     assert_eq!(r.revision_header(), "app-version");
     assert!(r.upstream_revision_header());
-    assert!(r.metrics(), "metrics are on by default");
+    assert!(!r.metrics(), "metrics are off by default");
     assert_eq!(r.status_path(), None);
-    let r = load(&json!({"statusPath": "/canary-router/status", "metrics": false, "services": []}));
+    let r = load(&json!({"statusPath": "/canary-router/status", "metrics": true, "services": []}));
     assert_eq!(
         (r.status_path(), r.metrics()),
-        (Some("/canary-router/status"), false)
+        (Some("/canary-router/status"), true)
     );
 }
 

@@ -456,25 +456,19 @@ impl CanaryRoot {
                 }
                 Err(_) => "mirror_failures",
             };
-            if router.metrics() {
-                self.stats
-                    .add(revision_stat(&service.name, &revision.name, metric), 1);
-            }
+            self.stats
+                .add(revision_stat(&service.name, &revision.name, metric), 1);
         }
-        if router.metrics() {
-            for ((si, reason), n) in self.outbox.take_skips() {
-                if let Some(stat) = mirror_stat(&router, si, reason.metric()) {
-                    self.stats.add(stat, n);
-                }
+        // Mirror counters do not depend on `metrics`: they cost the request path nothing.
+        for ((si, reason), n) in self.outbox.take_skips() {
+            if let Some(stat) = mirror_stat(&router, si, reason.metric()) {
+                self.stats.add(stat, n);
             }
         }
     }
 
     /// Counts the answer to a shadow copy (none: timeout, reset or connect failure).
     fn shadow_answered(&mut self, service: usize, num_headers: usize) {
-        if !self.router.metrics() {
-            return;
-        }
         let status = (num_headers > 0)
             .then(|| header(MapType::HttpCallResponseHeaders, ":status"))
             .flatten()

@@ -153,7 +153,7 @@ impl Default for Router {
             tag_header: DEFAULT_TAG_HEADER.into(),
             tag_routing: false,
             status_path: None,
-            metrics: true,
+            metrics: false,
             hosts: HashMap::new(),
             models: HashMap::new(),
             services: Vec::new(),

@@ -198,7 +198,7 @@ def test_sparse_canary_is_not_rolled_back(start_envoy, backends):
 
 
 def test_metrics_count_every_routed_request_by_revision_and_class(start_envoy, backends):
-    envoy = start_envoy({"services": [service(50, **PROBES)]}, concurrency=2)
+    envoy = start_envoy({"metrics": True, "services": [service(50, **PROBES)]}, concurrency=2)
     seen = split(envoy, 400)
     backends["c2"].fail = True
     for _ in range(10):
@@ -215,6 +215,17 @@ def test_metrics_count_every_routed_request_by_revision_and_class(start_envoy, b
     assert metric("responses_2xx", R2) == seen["c2"]
     assert metric("responses_5xx", R2) == 10
     assert metric("ready", R2) == 1 and metric("effective_percent", R1) == 50
+
+
+def test_request_metrics_are_off_by_default(start_envoy, backends):
+    # Off by default: the `:status` read they need costs about 3% of a proxied request, and
+    # Envoy's own cluster stats already count each revision (one cluster per revision).
+    envoy = start_envoy({"services": [service(50)]})
+    split(envoy, 20)
+    time.sleep(1.2)
+    prom = stack.request(envoy.admin_port, "/stats/prometheus").body.decode()
+    assert "canary_router_requests" not in prom and "canary_router_responses" not in prom
+    assert re.search(r'^envoy_cluster_upstream_rq_total\{envoy_cluster_name="c2"\} [1-9]', prom, re.M), prom
 
 
 def test_status_view_matches_the_config(start_envoy):
