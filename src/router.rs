@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::authority::{lookup_key, KeyBuf, KEY_CAPACITY};
+use crate::authority::{host_part, is_lowercase, lowercase_into, KeyBuf, KEY_CAPACITY};
 use crate::health::{HealthCheck, Outlier, RatePolicy};
 use crate::rng::Rng;
 use crate::split::{cookie_value, sticky_bucket, Split};
@@ -204,9 +204,13 @@ impl Router {
 
     /// The route for a request authority, or `None` for a host this filter does not serve.
     pub fn lookup(&self, authority: &str) -> Option<&HostRoute> {
+        let host = host_part(authority)?;
+        if is_lowercase(host) {
+            // The common case: no copy, no buffer to clear.
+            return self.hosts.get(host);
+        }
         let mut buf: KeyBuf = [0; KEY_CAPACITY];
-        let key = lookup_key(authority, &mut buf)?;
-        self.hosts.get(key)
+        self.hosts.get(lowercase_into(host, &mut buf)?)
     }
 
     /// Whether `lookup_model` can match anything (else `:path` need not be read).
