@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 FUZZ_TARGETS := config authority header_values decision
 FUZZ_SECONDS ?= 60
 
-.PHONY: all toolchain tools wasm opt image push push-args venv demo test lint unit integration fuzz fuzz-short fuzz-tools bench-rollback soak fmt clean
+.PHONY: all toolchain tools wasm opt image push push-args venv demo test lint unit integration fuzz fuzz-short fuzz-tools bench bench-tools bench-filters bench-rollback soak fmt clean
 
 all: wasm
 
@@ -116,6 +116,31 @@ fuzz-short:
 ## Time to automatic rollback and requests lost, on real Envoy (markdown table).
 bench-rollback: wasm venv
 	$(PY) bench/rollback.py $(or $(ROUNDS),5)
+
+## Debian packages for make bench: valgrind (callgrind), hey and wrk.
+bench-tools:
+	@missing=""; \
+	for pair in valgrind:valgrind callgrind_control:valgrind hey:hey wrk:wrk; do \
+	  command -v $${pair%%:*} >/dev/null || case " $$missing " in *" $${pair##*:} "*) ;; *) missing="$$missing $${pair##*:}";; esac; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+## The benchmark's own tiny proxy-wasm filters (each its own crate and workspace).
+BENCH_FILTERS := empty set_header hostcalls
+bench-filters: toolchain
+	@for f in $(BENCH_FILTERS); do \
+	  (cd bench/filters/$$f && CARGO_TARGET_DIR=$(CURDIR)/target/bench-filters \
+	    cargo build --quiet --locked --release --target $(TARGET)) || exit 1; \
+	done
+
+## Cost per request on real Envoy (issue #6): instructions under callgrind, host calls,
+## wrk rps and latency, .wasm size, on_configure time; prints and writes
+## target/reports/bench.md. BENCH_PROFILE=1 keeps the callgrind dumps.
+bench: opt venv bench-tools bench-filters
+	$(PY) bench/bench.py
 
 fmt:
 	cargo fmt
