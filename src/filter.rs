@@ -460,7 +460,7 @@ impl CanaryRoot {
                 .add(revision_stat(&service.name, &revision.name, metric), 1);
         }
         // Mirror counters do not depend on `metrics`: they cost the request path nothing.
-        for ((si, reason), n) in self.outbox.take_skips() {
+        for (si, reason, n) in self.outbox.take_skips() {
             if let Some(stat) = mirror_stat(&router, si, reason.metric()) {
                 self.stats.add(stat, n);
             }

@@ -5,7 +5,6 @@
 //! made from a request context once that request finishes, and we count the answers).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024;
@@ -33,7 +32,7 @@ impl Mirror {
 }
 
 /// Why a sampled request was not copied; each has its own counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
     /// The body was larger than `maxBodyBytes`.
     TooLarge,
@@ -145,7 +144,7 @@ impl Capture {
 
     /// The request is complete: queue the copy for the next tick.
     pub fn finish(self, outbox: &Outbox) {
-        outbox.queue.borrow_mut().push_back(Shadow {
+        outbox.queue.borrow_mut().push(Shadow {
             service: self.service,
             headers: self.headers,
             body: self.body,
@@ -167,10 +166,10 @@ pub struct Shadow {
 /// Per VM and configuration: shared by the root context and its HTTP contexts.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    queue: RefCell<VecDeque<Shadow>>,
+    queue: RefCell<Vec<Shadow>>,
     outstanding: Rc<Cell<usize>>,
-    /// Skips since the last flush, by service and reason (rare, so a map).
-    skips: RefCell<HashMap<(usize, Skip), u64>>,
+    /// Skips since the last flush, by service and reason (rare: a short list).
+    skips: RefCell<Vec<(usize, Skip, u64)>>,
 }
 
 impl Outbox {
@@ -198,19 +197,23 @@ impl Outbox {
     }
 
     pub fn skipped(&self, service: usize, reason: Skip) {
-        *self
-            .skips
-            .borrow_mut()
-            .entry((service, reason))
-            .or_default() += 1;
+        let mut skips = self.skips.borrow_mut();
+        match skips
+            .iter_mut()
+            .find(|(s, r, _)| *s == service && *r == reason)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => skips.push((service, reason, 1)),
+        }
     }
 
     /// The copies queued since the last call, oldest first.
-    pub fn take_queued(&self) -> VecDeque<Shadow> {
+    pub fn take_queued(&self) -> Vec<Shadow> {
         std::mem::take(&mut *self.queue.borrow_mut())
     }
 
-    pub fn take_skips(&self) -> HashMap<(usize, Skip), u64> {
+    /// `(service, reason, count)` since the last call.
+    pub fn take_skips(&self) -> Vec<(usize, Skip, u64)> {
         std::mem::take(&mut *self.skips.borrow_mut())
     }
 
@@ -348,8 +351,7 @@ mod tests {
         outbox.skipped(1, Skip::TooLarge);
         outbox.skipped(2, Skip::Busy);
         let skips = outbox.take_skips();
-        assert_eq!(skips.get(&(1, Skip::TooLarge)), Some(&2));
-        assert_eq!(skips.get(&(2, Skip::Busy)), Some(&1));
+        assert_eq!(skips, [(1, Skip::TooLarge, 2), (2, Skip::Busy, 1)]);
         assert!(outbox.take_skips().is_empty());
         assert_eq!(
             Skip::ALL.map(Skip::metric),
