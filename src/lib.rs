@@ -6,6 +6,7 @@
 
 pub mod authority;
 pub mod config;
+mod decode;
 pub mod error;
 pub mod health;
 pub mod model_path;
