@@ -806,7 +806,7 @@ fn rate_policy(
     if !(max_error_rate > 0.0 && max_error_rate <= 1.0) {
         return Err(ErrorKind::InvalidValue {
             field: format!("{section}.maxErrorRate"),
-            value: max_error_rate.to_string(),
+            value: crate::numfmt::display(max_error_rate),
             reason: "a fraction in (0, 1]: 0.05 is 5%",
         });
     }

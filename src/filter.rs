@@ -17,6 +17,7 @@ use crate::config;
 use crate::health::{
     cluster_id, decode_pair, encode_pair, fnv1a, may_take_lease, Counts, Ejections, Probe, Window,
 };
+use crate::numfmt::one_decimal;
 use crate::plan::{revision_stat, service_stat, Counters, Plan, CLASSES};
 use crate::rng::Rng;
 use crate::router::{Choice, Outcome, Router};
@@ -180,9 +181,9 @@ impl CanaryRoot {
                     });
                     if ejected {
                         warn!(
-                            "service {:?}: revision {:?} ejected for {} ms: {} errors in {} responses ({:.1}%) over {} ms, above {:.1}%",
+                            "service {:?}: revision {:?} ejected for {} ms: {} errors in {} responses ({}%) over {} ms, above {}%",
                             service.name, revision.name, outlier.ejection_ms, counts.errors, counts.total,
-                            100.0 * counts.rate(), outlier.rate.window_ms, 100.0 * outlier.rate.max_error_rate
+                            one_decimal(100.0 * counts.rate()), outlier.rate.window_ms, one_decimal(100.0 * outlier.rate.max_error_rate)
                         );
                         self.stats
                             .add(revision_stat(&service.name, &revision.name, "ejections"), 1);
@@ -220,9 +221,9 @@ impl CanaryRoot {
                     .get(canary.rolled)
                     .map_or("?", |r| &*r.name);
                 warn!(
-                    "service {:?}: canary {:?} rolled back, 100% to {:?}: {} errors in {} responses ({:.1}%) over {} ms, above {:.1}% (until the configuration changes)",
-                    service.name, revision.name, stable, counts.errors, counts.total, 100.0 * counts.rate(),
-                    policy.window_ms, 100.0 * policy.max_error_rate
+                    "service {:?}: canary {:?} rolled back, 100% to {:?}: {} errors in {} responses ({}%) over {} ms, above {}% (until the configuration changes)",
+                    service.name, revision.name, stable, counts.errors, counts.total, one_decimal(100.0 * counts.rate()),
+                    policy.window_ms, one_decimal(100.0 * policy.max_error_rate)
                 );
                 self.stats.add(service_stat(&service.name, "rollbacks"), 1);
             }

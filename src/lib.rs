@@ -11,6 +11,7 @@ pub mod error;
 pub mod health;
 pub mod model_path;
 pub mod names;
+pub mod numfmt;
 pub mod plan;
 pub mod rng;
 pub mod router;
