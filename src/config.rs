@@ -2,7 +2,7 @@
 //! compilation into a `Router`. Every rule is enforced here, at configure time, so that
 //! a configuration that loads can be routed without a failure path per request.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use crate::decode::{from_json, Error as DecodeError, FromJson, Segment};
 use crate::error::{ConfigError, ErrorKind};
@@ -447,6 +447,9 @@ fn compile_service(
         split = Split::new([(c.ready, first), (c.rolled, 100 - first)]);
     }
 
+    // Unlike std's, hashbrown's map counts as using its keys when dropped: end its
+    // borrow of `revisions` before they move.
+    drop(by_name);
     Ok(CompiledService {
         models: raw.models,
         service: Service {

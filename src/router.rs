@@ -2,7 +2,7 @@
 //! configuration (see `config`), read-only afterwards: lookups are one hash probe on a
 //! stack-normalised key, decisions touch no JSON and allocate nothing of their own.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use crate::authority::{lookup_key, KeyBuf, KEY_CAPACITY};
 use crate::health::{HealthCheck, Outlier, RatePolicy};
