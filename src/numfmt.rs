@@ -12,22 +12,36 @@ pub fn display(x: f64) -> String {
         return if x < 0.0 { "-inf" } else { "inf" }.to_owned();
     }
     let mut buffer = zmij::Buffer::new();
-    let text = buffer.format_finite(x);
-    let (negative, text) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
+    // zmij writes `-?D+(.D+)?(e[+-]D+)?`; read it as 0.DIGITS x 10^point.
+    let mut digits = [0u8; 24];
+    let mut len = 0;
+    let mut point: i32 = 0;
+    let (mut negative, mut fraction, mut in_exponent) = (false, false, false);
+    let (mut exponent, mut exponent_negative) = (0i32, false);
+    for &b in buffer.format_finite(x).as_bytes() {
+        match b {
+            b'-' if in_exponent => exponent_negative = true,
+            b'-' => negative = true,
+            b'.' => fraction = true,
+            b'e' => in_exponent = true,
+            b'+' => {}
+            d if in_exponent => exponent = exponent * 10 + i32::from(d - b'0'),
+            b'0' if len == 0 => point -= i32::from(fraction),
+            d => {
+                if let Some(slot) = digits.get_mut(len) {
+                    *slot = d;
+                    len += 1;
+                }
+                point += i32::from(!fraction);
+            }
+        }
+    }
+    point += if exponent_negative {
+        -exponent
+    } else {
+        exponent
     };
-    let (mantissa, exponent) = match text.split_once('e') {
-        Some((m, e)) => (m, e.trim_start_matches('+').parse::<i32>().unwrap_or(0)),
-        None => (text, 0),
-    };
-    // The value is 0.DIGITS x 10^point.
-    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let mut digits: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
-    let mut point = int.len() as i32 + exponent;
-    let leading = digits.iter().take_while(|&&d| d == b'0').count();
-    digits.drain(..leading);
-    point -= leading as i32;
+    let mut digits = digits.get(..len).unwrap_or_default().to_vec();
     while digits.last() == Some(&b'0') {
         digits.pop();
     }
@@ -40,19 +54,22 @@ pub fn display(x: f64) -> String {
     }
     if digits.is_empty() {
         out.push('0');
-    } else if point <= 0 {
+        return out;
+    }
+    if point <= 0 {
         out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', point.unsigned_abs() as usize));
-        out.extend(digits.iter().map(|&d| char::from(d)));
-    } else {
-        let point = point as usize;
-        for (i, &d) in digits.iter().enumerate() {
-            if i == point {
-                out.push('.');
-            }
-            out.push(char::from(d));
+        for _ in point..0 {
+            out.push('0');
         }
-        out.extend(std::iter::repeat_n('0', point.saturating_sub(digits.len())));
+    }
+    for (i, &d) in digits.iter().enumerate() {
+        if point > 0 && i as i32 == point {
+            out.push('.');
+        }
+        out.push(char::from(d));
+    }
+    for _ in digits.len() as i32..point {
+        out.push('0');
     }
     out
 }
