@@ -125,7 +125,7 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConfigError::top(ErrorKind::Empty));
     }
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+    let value = crate::json::parse(bytes).map_err(|e| {
         ConfigError::top(ErrorKind::Json {
             path: String::new(),
             message: format!("not valid JSON: {e}"),
@@ -142,7 +142,7 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
 }
 
 /// Names the service a shape error is in, so the message reads like the others.
-fn json_error(value: &serde_json::Value, err: DecodeError) -> ConfigError {
+fn json_error(value: &crate::json::Json, err: DecodeError) -> ConfigError {
     let path = err.path();
     let message = err.message().to_owned();
     let mut segments = err.segments();
@@ -151,9 +151,9 @@ fn json_error(value: &serde_json::Value, err: DecodeError) -> ConfigError {
     {
         if key == "services" {
             let name = value
-                .get("services")
-                .and_then(|s| s.get(*index))
-                .and_then(|s| s.get("name"))
+                .key("services")
+                .and_then(|s| s.index(*index))
+                .and_then(|s| s.key("name"))
                 .and_then(|n| n.as_str());
             if let Some(name) = name {
                 let prefix = format!("services[{index}].");

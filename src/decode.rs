@@ -1,4 +1,4 @@
-//! Decoding the configuration's JSON value into the plain `Raw*` structs of `config`,
+//! Decoding the configuration's parsed JSON into the plain `Raw*` structs of `config`,
 //! with the path of the offending value in every error (`services[0].canaryTrafficPercent`).
 //!
 //! This replaces `#[derive(serde::Deserialize)]` plus `serde_path_to_error`, which
@@ -18,7 +18,7 @@
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
+use crate::json::{Json as Value, Number};
 
 /// One step of the path to a bad value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,15 +104,10 @@ fn unexpected(value: &Value) -> String {
     match value {
         Value::Null => "null".to_owned(),
         Value::Bool(b) => format!("boolean `{b}`"),
-        Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                format!("integer `{u}`")
-            } else if let Some(i) = n.as_i64() {
-                format!("integer `{i}`")
-            } else {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                format!("floating point `{}`", zmij::Buffer::new().format(f))
-            }
+        Value::Number(Number::PosInt(u)) => format!("integer `{u}`"),
+        Value::Number(Number::NegInt(i)) => format!("integer `{i}`"),
+        Value::Number(Number::Float(f)) => {
+            format!("floating point `{}`", zmij::Buffer::new().format(*f))
         }
         Value::String(s) => format!("string {s:?}"),
         Value::Array(_) => "sequence".to_owned(),
@@ -177,7 +172,7 @@ impl FromJson for i64 {
 impl FromJson for f64 {
     fn from_json(value: &Value) -> Result<Self, Error> {
         match value {
-            Value::Number(n) => n.as_f64().ok_or_else(|| invalid_type(value, "f64")),
+            Value::Number(n) => Ok(n.as_f64()),
             other => Err(invalid_type(other, "f64")),
         }
     }
@@ -346,7 +341,7 @@ macro_rules! from_json {
 
         impl $crate::decode::FromJson for $name {
             fn from_json(
-                value: &::serde_json::Value,
+                value: &$crate::json::Json,
             ) -> ::std::result::Result<Self, $crate::decode::Error> {
                 const FIELDS: &[$crate::decode::Field] = &[$(
                     $crate::decode::Field {
@@ -403,8 +398,12 @@ mod tests {
         }
     }
 
+    fn tree(v: &serde_json::Value) -> Value {
+        crate::json::parse(v.to_string().as_bytes()).unwrap()
+    }
+
     fn err(v: serde_json::Value) -> (String, String) {
-        match Outer::from_json(&v) {
+        match Outer::from_json(&tree(&v)) {
             Ok(_) => panic!("accepted {v}"),
             Err(e) => (e.path(), e.message().to_owned()),
         }
@@ -412,9 +411,9 @@ mod tests {
 
     #[test]
     fn decodes_objects_arrays_and_defaults() {
-        let o = Outer::from_json(&json!({"maxErrorRate": 1, "inner": [
+        let o = Outer::from_json(&tree(&json!({"maxErrorRate": 1, "inner": [
             {"name": "a", "cluster": "c"}, ["b", "d", "h"], ["e", "f", null]
-        ]}))
+        ]})))
         .unwrap();
         assert_eq!(o.max_error_rate, 1.0);
         assert_eq!((o.count, o.percent, o.tag_routing), (None, None, false));
@@ -424,7 +423,7 @@ mod tests {
             .map(|i| (&*i.name, i.host.as_deref()))
             .collect();
         assert_eq!(names, [("a", None), ("b", Some("h")), ("e", None)]);
-        let o = Outer::from_json(&json!([0.5, 3, -2])).unwrap();
+        let o = Outer::from_json(&tree(&json!([0.5, 3, -2]))).unwrap();
         assert_eq!((o.count, o.percent, o.inner.len()), (Some(3), Some(-2), 0));
     }
 

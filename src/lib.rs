@@ -9,6 +9,7 @@ pub mod config;
 mod decode;
 pub mod error;
 pub mod health;
+mod json;
 pub mod model_path;
 pub mod names;
 pub mod numfmt;
