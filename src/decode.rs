@@ -192,11 +192,13 @@ impl<T: FromJson> FromJson for Option<T> {
 impl<T: FromJson> FromJson for Vec<T> {
     fn from_json(value: &Value) -> Result<Self, Error> {
         match value {
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| T::from_json(item).map_err(|e| e.at(Segment::Index(i))))
-                .collect(),
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    out.push(T::from_json(item).map_err(|e| e.at(Segment::Index(i)))?);
+                }
+                Ok(out)
+            }
             other => Err(invalid_type(other, "a sequence")),
         }
     }
@@ -287,17 +289,17 @@ pub fn decode_struct(
 ) -> Result<(), Error> {
     match value {
         Value::Object(map) => {
-            let mut seen = vec![false; fields.len()];
+            // Bit i: field i was present (structs have fewer than 64 fields).
+            let mut seen = 0u64;
             for (key, value) in map {
                 let Some(index) = fields.iter().position(|f| camel_eq(key, f.name)) else {
                     return Err(unknown_field(key, fields).at(Segment::Key(key.clone())));
                 };
                 set(index, value).map_err(|e| e.at(Segment::Key(key.clone())))?;
-                if let Some(seen) = seen.get_mut(index) {
-                    *seen = true;
-                }
+                seen |= 1u64.checked_shl(index as u32).unwrap_or(0);
             }
-            for (field, seen) in fields.iter().zip(seen) {
+            for (index, field) in fields.iter().enumerate() {
+                let seen = seen & 1u64.checked_shl(index as u32).unwrap_or(0) != 0;
                 if !seen && !field.default && !field.optional {
                     return Err(Error::new(format!("missing field `{}`", camel(field.name))));
                 }
@@ -350,6 +352,7 @@ macro_rules! from_json {
                         optional: <$ty as $crate::decode::FromJson>::OPTIONAL,
                     },
                 )*];
+                const _: () = assert!(FIELDS.len() <= 64, "decode_struct keeps a 64-bit mask");
                 let mut out = Self::default();
                 $crate::decode::decode_struct(value, stringify!($name), FIELDS, &mut |index, value| {
                     let mut i = 0usize;
