@@ -2,10 +2,9 @@
 //! compilation into a `Router`. Every rule is enforced here, at configure time, so that
 //! a configuration that loads can be routed without a failure path per request.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
-use serde::Deserialize;
-
+use crate::decode::{from_json, Error as DecodeError, FromJson, Segment};
 use crate::error::{ConfigError, ErrorKind};
 use crate::health::{HealthCheck, Outlier, RatePolicy, BUCKET_MS, MAX_WINDOW_BUCKETS};
 use crate::mirror::{Mirror, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MS, MAX_BODY_BYTES_LIMIT};
@@ -18,117 +17,117 @@ use crate::router::{
 use crate::split::Split;
 use crate::steps::{parse_rfc3339, Steps};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawConfig {
-    cluster_header: Option<String>,
-    revision_header: Option<String>,
-    tag_header: Option<String>,
-    #[serde(default)]
-    upstream_revision_header: bool,
-    status_path: Option<String>,
-    metrics: Option<bool>,
-    services: Vec<RawService>,
+from_json! {
+    struct RawConfig {
+        cluster_header: Option<String>,
+        revision_header: Option<String>,
+        tag_header: Option<String>,
+        #[default]
+        upstream_revision_header: bool,
+        status_path: Option<String>,
+        metrics: Option<bool>,
+        services: Vec<RawService>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawService {
-    name: String,
-    hosts: Vec<String>,
-    revisions: Vec<RawRevision>,
-    latest_rolledout_revision: Option<String>,
-    latest_ready_revision: Option<String>,
-    canary_traffic_percent: Option<i64>,
-    traffic: Option<Vec<RawTarget>>,
-    #[serde(default)]
-    tag_routing: bool,
-    #[serde(default)]
-    header_routes: Vec<RawHeaderRoute>,
-    health_check: Option<RawHealthCheck>,
-    outlier: Option<RawOutlier>,
-    auto_rollback: Option<RawAutoRollback>,
-    sticky: Option<RawSticky>,
-    split: Option<String>,
-    #[serde(default)]
-    models: Vec<String>,
-    steps: Option<RawSteps>,
-    mirror: Option<RawMirror>,
+from_json! {
+    struct RawService {
+        name: String,
+        hosts: Vec<String>,
+        revisions: Vec<RawRevision>,
+        latest_rolledout_revision: Option<String>,
+        latest_ready_revision: Option<String>,
+        canary_traffic_percent: Option<i64>,
+        traffic: Option<Vec<RawTarget>>,
+        #[default]
+        tag_routing: bool,
+        #[default]
+        header_routes: Vec<RawHeaderRoute>,
+        health_check: Option<RawHealthCheck>,
+        outlier: Option<RawOutlier>,
+        auto_rollback: Option<RawAutoRollback>,
+        sticky: Option<RawSticky>,
+        split: Option<String>,
+        #[default]
+        models: Vec<String>,
+        steps: Option<RawSteps>,
+        mirror: Option<RawMirror>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawMirror {
-    revision: String,
-    percent: i64,
-    max_body_bytes: Option<u64>,
-    timeout_ms: Option<u64>,
+from_json! {
+    struct RawMirror {
+        revision: String,
+        percent: i64,
+        max_body_bytes: Option<u64>,
+        timeout_ms: Option<u64>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawSteps {
-    weights: Vec<i64>,
-    interval_seconds: u64,
-    start_time: String,
+from_json! {
+    struct RawSteps {
+        weights: Vec<i64>,
+        interval_seconds: u64,
+        start_time: String,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawSticky {
-    header: Option<String>,
-    cookie: Option<String>,
+from_json! {
+    struct RawSticky {
+        header: Option<String>,
+        cookie: Option<String>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawHealthCheck {
-    path: Option<String>,
-    interval_ms: Option<u64>,
-    timeout_ms: Option<u64>,
-    unhealthy_threshold: Option<u64>,
-    healthy_threshold: Option<u64>,
+from_json! {
+    struct RawHealthCheck {
+        path: Option<String>,
+        interval_ms: Option<u64>,
+        timeout_ms: Option<u64>,
+        unhealthy_threshold: Option<u64>,
+        healthy_threshold: Option<u64>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawOutlier {
-    max_error_rate: f64,
-    min_requests: Option<u64>,
-    window_ms: Option<u64>,
-    ejection_ms: Option<u64>,
+from_json! {
+    struct RawOutlier {
+        max_error_rate: f64,
+        min_requests: Option<u64>,
+        window_ms: Option<u64>,
+        ejection_ms: Option<u64>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawAutoRollback {
-    max_error_rate: f64,
-    min_requests: Option<u64>,
-    window_ms: Option<u64>,
+from_json! {
+    struct RawAutoRollback {
+        max_error_rate: f64,
+        min_requests: Option<u64>,
+        window_ms: Option<u64>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawRevision {
-    name: String,
-    cluster: String,
-    host: Option<String>,
+from_json! {
+    struct RawRevision {
+        name: String,
+        cluster: String,
+        host: Option<String>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawTarget {
-    revision_name: String,
-    percent: Option<i64>,
-    tag: Option<String>,
+from_json! {
+    struct RawTarget {
+        revision_name: String,
+        percent: Option<i64>,
+        tag: Option<String>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawHeaderRoute {
-    header: String,
-    value: String,
-    revision: String,
+from_json! {
+    struct RawHeaderRoute {
+        header: String,
+        value: String,
+        revision: String,
+    }
 }
 
 /// Parses and validates a plugin configuration (the JSON Envoy hands to `on_configure`,
@@ -137,7 +136,7 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConfigError::top(ErrorKind::Empty));
     }
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+    let value = crate::json::parse(bytes).map_err(|e| {
         ConfigError::top(ErrorKind::Json {
             path: String::new(),
             message: format!("not valid JSON: {e}"),
@@ -149,28 +148,23 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
             message: "the configuration must be a JSON object with \"services\"".into(),
         }));
     }
-    let raw: RawConfig =
-        serde_path_to_error::deserialize(&value).map_err(|e| json_error(&value, e))?;
+    let raw = RawConfig::from_json(&value).map_err(|e| json_error(&value, e))?;
     compile(raw)
 }
 
 /// Names the service a shape error is in, so the message reads like the others.
-fn json_error(
-    value: &serde_json::Value,
-    err: serde_path_to_error::Error<serde_json::Error>,
-) -> ConfigError {
-    use serde_path_to_error::Segment;
-    let path = err.path().to_string();
-    let message = err.inner().to_string();
-    let mut segments = err.path().iter();
-    if let (Some(Segment::Map { key }), Some(Segment::Seq { index })) =
+fn json_error(value: &crate::json::Json, err: DecodeError) -> ConfigError {
+    let path = err.path();
+    let message = err.message().to_owned();
+    let mut segments = err.segments();
+    if let (Some(Segment::Key(key)), Some(Segment::Index(index))) =
         (segments.next(), segments.next())
     {
         if key == "services" {
             let name = value
-                .get("services")
-                .and_then(|s| s.get(*index))
-                .and_then(|s| s.get("name"))
+                .key("services")
+                .and_then(|s| s.index(*index))
+                .and_then(|s| s.key("name"))
                 .and_then(|n| n.as_str());
             if let Some(name) = name {
                 let prefix = format!("services[{index}].");
@@ -468,6 +462,9 @@ fn compile_service(
         split = Split::new([(c.ready, first), (c.rolled, 100 - first)]);
     }
 
+    // Unlike std's, hashbrown's map counts as using its keys when dropped: end its
+    // borrow of `revisions` before they move.
+    drop(by_name);
     Ok(CompiledService {
         models: raw.models,
         service: Service {
@@ -861,7 +858,7 @@ fn rate_policy(
     if !(max_error_rate > 0.0 && max_error_rate <= 1.0) {
         return Err(ErrorKind::InvalidValue {
             field: format!("{section}.maxErrorRate"),
-            value: max_error_rate.to_string(),
+            value: crate::numfmt::display(max_error_rate),
             reason: "a fraction in (0, 1]: 0.05 is 5%",
         });
     }

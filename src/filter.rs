@@ -4,10 +4,10 @@
 //! instructions) and shared state between workers.
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use hashbrown::HashMap;
 use log::{error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -18,6 +18,7 @@ use crate::health::{
     cluster_id, decode_pair, encode_pair, fnv1a, may_take_lease, Counts, Ejections, Probe, Window,
 };
 use crate::mirror::{self, Capture, Outbox, Skip, Ticket};
+use crate::numfmt::one_decimal;
 use crate::plan::{revision_stat, service_stat, Counters, Plan, CLASSES};
 use crate::rng::Rng;
 use crate::router::{Choice, Outcome, Router};
@@ -213,9 +214,9 @@ impl CanaryRoot {
                     });
                     if ejected {
                         warn!(
-                            "service {:?}: revision {:?} ejected for {} ms: {} errors in {} responses ({:.1}%) over {} ms, above {:.1}%",
+                            "service {:?}: revision {:?} ejected for {} ms: {} errors in {} responses ({}%) over {} ms, above {}%",
                             service.name, revision.name, outlier.ejection_ms, counts.errors, counts.total,
-                            100.0 * counts.rate(), outlier.rate.window_ms, 100.0 * outlier.rate.max_error_rate
+                            one_decimal(100.0 * counts.rate()), outlier.rate.window_ms, one_decimal(100.0 * outlier.rate.max_error_rate)
                         );
                         self.stats
                             .add(revision_stat(&service.name, &revision.name, "ejections"), 1);
@@ -253,9 +254,9 @@ impl CanaryRoot {
                     .get(canary.rolled)
                     .map_or("?", |r| &*r.name);
                 warn!(
-                    "service {:?}: canary {:?} rolled back, 100% to {:?}: {} errors in {} responses ({:.1}%) over {} ms, above {:.1}% (until the configuration changes)",
-                    service.name, revision.name, stable, counts.errors, counts.total, 100.0 * counts.rate(),
-                    policy.window_ms, 100.0 * policy.max_error_rate
+                    "service {:?}: canary {:?} rolled back, 100% to {:?}: {} errors in {} responses ({}%) over {} ms, above {}% (until the configuration changes)",
+                    service.name, revision.name, stable, counts.errors, counts.total, one_decimal(100.0 * counts.rate()),
+                    policy.window_ms, one_decimal(100.0 * policy.max_error_rate)
                 );
                 self.stats.add(service_stat(&service.name, "rollbacks"), 1);
             }

@@ -6,11 +6,14 @@
 
 pub mod authority;
 pub mod config;
+mod decode;
 pub mod error;
 pub mod health;
+mod json;
 pub mod mirror;
 pub mod model_path;
 pub mod names;
+pub mod numfmt;
 pub mod plan;
 pub mod rng;
 pub mod router;

@@ -3,7 +3,8 @@
 //! bumps without any host call and the timer flushes.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+
+use hashbrown::HashMap;
 
 use crate::health::{Counts, HealthCheck};
 use crate::router::Router;

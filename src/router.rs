@@ -2,7 +2,7 @@
 //! configuration (see `config`), read-only afterwards: lookups are one hash probe on a
 //! stack-normalised key, decisions touch no JSON and allocate nothing of their own.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use crate::authority::{host_part, is_lowercase, lowercase_into, KeyBuf, KEY_CAPACITY};
 use crate::health::{HealthCheck, Outlier, RatePolicy};

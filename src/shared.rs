@@ -1,9 +1,9 @@
 //! Host access the timer needs, without the SDK's `unwrap`s: wall-clock time, process-wide
 //! shared data with compare-and-swap, and Envoy stats defined once per root context.
 
-use std::collections::HashMap;
 use std::time::UNIX_EPOCH;
 
+use hashbrown::HashMap;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MetricType, Status};
 
