@@ -133,7 +133,7 @@ bench-tools:
 	fi
 
 ## The benchmark's own tiny proxy-wasm filters (each its own crate and workspace).
-BENCH_FILTERS := empty set_header hostcalls
+BENCH_FILTERS := empty set_header floor_d floor_e hostcalls
 bench-filters: toolchain
 	@for f in $(BENCH_FILTERS); do \
 	  (cd bench/filters/$$f && CARGO_TARGET_DIR=$(CURDIR)/target/bench-filters \
