@@ -3,19 +3,24 @@
 //! directly from the bytes, without serde's machinery. Objects keep what serde_json's
 //! `BTreeMap` gives: keys in byte order, the last of duplicate keys wins.
 
+use std::borrow::Cow;
 use std::fmt;
 
-/// A JSON value, as `serde_json::Value` without `arbitrary_precision`.
+/// A JSON value, as `serde_json::Value` without `arbitrary_precision`; strings without
+/// escapes are borrowed from the document.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Json {
+pub enum Json<'a> {
     Null,
     Bool(bool),
     Number(Number),
-    String(String),
-    Array(Vec<Json>),
+    String(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
     /// Sorted by key, keys unique.
-    Object(Vec<(String, Json)>),
+    Object(Vec<(Cow<'a, str>, Json<'a>)>),
 }
+
+/// An object member.
+type Member<'a> = (Cow<'a, str>, Json<'a>);
 
 /// A JSON number as serde_json keeps it: a non-negative integer, a negative one, or a
 /// float.
@@ -96,11 +101,13 @@ const MAX_DEPTH: u32 = 128;
 
 /// Parses a whole document as serde_json's `from_slice` does (without its
 /// `float_roundtrip` feature): the same tree, the same errors at the same positions.
-pub fn parse(bytes: &[u8]) -> Result<Json, Error> {
+pub fn parse(bytes: &[u8]) -> Result<Json<'_>, Error> {
     let mut parser = Parser {
         bytes,
         index: 0,
         remaining_depth: MAX_DEPTH,
+        items: Vec::new(),
+        members: Vec::new(),
     };
     let value = parser.value()?;
     match parser.whitespace() {
@@ -114,9 +121,14 @@ struct Parser<'a> {
     bytes: &'a [u8],
     index: usize,
     remaining_depth: u32,
+    /// The elements of the arrays being read, innermost last: each array gets one
+    /// allocation of its final size.
+    items: Vec<Json<'a>>,
+    /// The members of the objects being read, likewise.
+    members: Vec<Member<'a>>,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.index).copied()
     }
@@ -174,7 +186,7 @@ impl Parser<'_> {
         }
     }
 
-    fn value(&mut self) -> Result<Json, Error> {
+    fn value(&mut self) -> Result<Json<'a>, Error> {
         let Some(peek) = self.whitespace() else {
             return Err(self.peek_error(EOF_VALUE));
         };
@@ -241,17 +253,17 @@ impl Parser<'_> {
     }
 
     /// The elements after `[`, and the `]`.
-    fn array(&mut self) -> Result<Vec<Json>, Error> {
-        let mut items = Vec::new();
+    fn array(&mut self) -> Result<Vec<Json<'a>>, Error> {
+        let base = self.items.len();
         loop {
             let Some(peek) = self.whitespace() else {
                 return Err(self.peek_error(EOF_LIST));
             };
             if peek == b']' {
                 self.index += 1;
-                return Ok(items);
+                return Ok(self.items.split_off(base));
             }
-            if !items.is_empty() {
+            if self.items.len() > base {
                 if peek != b',' {
                     return Err(self.peek_error(EXPECTED_LIST_COMMA_OR_END));
                 }
@@ -262,22 +274,23 @@ impl Parser<'_> {
                     None => return Err(self.peek_error(EOF_VALUE)),
                 }
             }
-            items.push(self.value()?);
+            let item = self.value()?;
+            self.items.push(item);
         }
     }
 
     /// The members after `{`, and the `}`, in the order read.
-    fn object(&mut self) -> Result<Vec<(String, Json)>, Error> {
-        let mut members = Vec::new();
+    fn object(&mut self) -> Result<Vec<Member<'a>>, Error> {
+        let base = self.members.len();
         loop {
             let Some(peek) = self.whitespace() else {
                 return Err(self.peek_error(EOF_OBJECT));
             };
             if peek == b'}' {
                 self.index += 1;
-                return Ok(members);
+                return Ok(self.members.split_off(base));
             }
-            if members.is_empty() {
+            if self.members.len() == base {
                 if peek != b'"' {
                     return Err(self.peek_error(KEY_MUST_BE_A_STRING));
                 }
@@ -300,12 +313,12 @@ impl Parser<'_> {
                 None => return Err(self.peek_error(EOF_OBJECT)),
             }
             let value = self.value()?;
-            members.push((key, value));
+            self.members.push((key, value));
         }
     }
 
     /// The rest of a string after its opening quote.
-    fn string(&mut self) -> Result<String, Error> {
+    fn string(&mut self) -> Result<Cow<'a, str>, Error> {
         let bytes = self.bytes;
         let mut start = self.index;
         let mut unescaped: Option<Vec<u8>> = None;
@@ -325,12 +338,12 @@ impl Parser<'_> {
                 b'"' => {
                     return match unescaped {
                         None => match std::str::from_utf8(run) {
-                            Ok(s) => Ok(s.to_owned()),
+                            Ok(s) => Ok(Cow::Borrowed(s)),
                             Err(e) => Err(self.utf8_error(run.len(), e.valid_up_to())),
                         },
                         Some(mut text) => {
                             text.extend_from_slice(run);
-                            String::from_utf8(text).map_err(|e| {
+                            String::from_utf8(text).map(Cow::Owned).map_err(|e| {
                                 let len = e.as_bytes().len();
                                 self.utf8_error(len, e.utf8_error().valid_up_to())
                             })
@@ -669,16 +682,16 @@ static POW10: [f64; 309] = [
     1e300, 1e301, 1e302, 1e303, 1e304, 1e305, 1e306, 1e307, 1e308,
 ];
 
-impl Json {
+impl Json<'_> {
     pub fn is_object(&self) -> bool {
         matches!(self, Json::Object(_))
     }
 
     /// The member `key` of an object.
-    pub fn key(&self, key: &str) -> Option<&Json> {
+    pub fn key(&self, key: &str) -> Option<&Self> {
         match self {
             Json::Object(members) => members
-                .binary_search_by(|(k, _)| k.as_str().cmp(key))
+                .binary_search_by(|(k, _)| k.as_ref().cmp(key))
                 .ok()
                 .and_then(|i| members.get(i))
                 .map(|(_, v)| v),
@@ -687,7 +700,7 @@ impl Json {
     }
 
     /// The element `index` of an array.
-    pub fn index(&self, index: usize) -> Option<&Json> {
+    pub fn index(&self, index: usize) -> Option<&Self> {
         match self {
             Json::Array(items) => items.get(index),
             _ => None,
@@ -696,14 +709,14 @@ impl Json {
 
     pub fn as_str(&self) -> Option<&str> {
         match self {
-            Json::String(s) => Some(s),
+            Json::String(s) => Some(s.as_ref()),
             _ => None,
         }
     }
 }
 
 /// Byte order of keys, and the last value of a duplicated key, as `BTreeMap::insert` does.
-fn sorted_unique(mut members: Vec<(String, Json)>) -> Vec<(String, Json)> {
+fn sorted_unique(mut members: Vec<Member<'_>>) -> Vec<Member<'_>> {
     if members.len() <= 16 {
         insertion_sort(&mut members);
     } else {
@@ -721,7 +734,7 @@ fn sorted_unique(mut members: Vec<(String, Json)>) -> Vec<(String, Json)> {
 }
 
 /// A stable sort in place, without allocating: the objects of a configuration are small.
-fn insertion_sort(members: &mut [(String, Json)]) {
+fn insertion_sort(members: &mut [Member<'_>]) {
     for i in 1..members.len() {
         let mut j = i;
         while j > 0 {
@@ -736,7 +749,7 @@ fn insertion_sort(members: &mut [(String, Json)]) {
 
 /// A stable sort by key (among equal keys, the one read last stays last); the slice
 /// sorts of core cost 3 KB of wasm.
-fn merge_sort(mut left: Vec<(String, Json)>) -> Vec<(String, Json)> {
+fn merge_sort(mut left: Vec<Member<'_>>) -> Vec<Member<'_>> {
     if left.len() < 2 {
         return left;
     }
@@ -808,7 +821,7 @@ mod tests {
             assert_eq!(k, mk);
             match v {
                 Json::Number(n) => assert_eq!(n.as_u64(), mv.as_u64()),
-                Json::String(s) => assert_eq!(Some(s.as_str()), mv.as_str()),
+                Json::String(s) => assert_eq!(Some(s.as_ref()), mv.as_str()),
                 other => panic!("{other:?}"),
             }
         }
@@ -831,7 +844,7 @@ mod tests {
         let Json::Object(members) = &json else {
             panic!("not an object")
         };
-        let keys: Vec<_> = members.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<_> = members.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(keys, ["a", "b"]);
         for text in [
             &b"[1, -2, 2.5, 0, -0, -0.0, 18446744073709551616, -9223372036854775809, 1e-400]"[..],
