@@ -323,12 +323,7 @@ impl<'a> Parser<'a> {
         let mut start = self.index;
         let mut unescaped: Option<Vec<u8>> = None;
         loop {
-            while let Some(&b) = bytes.get(self.index) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.index += 1;
-            }
+            self.index = skip_plain(bytes, self.index);
             let Some(&b) = bytes.get(self.index) else {
                 return Err(self.error(EOF_STRING));
             };
@@ -646,6 +641,36 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// The index of the first `"`, `\\` or control character from `i` on (or the end): eight
+/// bytes at a time, as serde_json's `skip_to_escape` (Mycroft's zero-byte test; its
+/// lowest hit is exact).
+fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::MAX / 255;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let c = u64::from_le_bytes(word);
+        let control = c.wrapping_sub(ONES * 0x20) & !c;
+        let q = c ^ (ONES * u64::from(b'"'));
+        let quote = q.wrapping_sub(ONES) & !q;
+        let b = c ^ (ONES * u64::from(b'\\'));
+        let backslash = b.wrapping_sub(ONES) & !b;
+        let hits = (control | quote | backslash) & (ONES << 7);
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
 /// Exact powers of ten (serde_json's table).
 #[rustfmt::skip]
 static POW10: [f64; 309] = [
@@ -937,6 +962,34 @@ mod tests {
                 let text = format!("{}1{}", open.repeat(depth), close.repeat(depth));
                 check(text.as_bytes());
                 check(open.repeat(depth).as_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn skip_plain_finds_the_first_special_byte() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 40) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|k| {
+                    let r = state.rotate_left(k as u32 * 7);
+                    match r % 16 {
+                        0 => b'"',
+                        1 => b'\\',
+                        2 => (r >> 8) as u8 % 0x20,
+                        _ => 0x20 + ((r >> 8) as u8 % 0xE0),
+                    }
+                })
+                .collect();
+            for start in 0..=len {
+                let naive = (start..len)
+                    .find(|&k| matches!(bytes[k], b'"' | b'\\') || bytes[k] < 0x20)
+                    .unwrap_or(len);
+                assert_eq!(skip_plain(&bytes, start), naive, "{bytes:?} from {start}");
             }
         }
     }
