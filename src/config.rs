@@ -2,6 +2,8 @@
 //! compilation into a `Router`. Every rule is enforced here, at configure time, so that
 //! a configuration that loads can be routed without a failure path per request.
 
+use std::borrow::Cow;
+
 use hashbrown::HashMap;
 
 use crate::decode::{from_json, Error as DecodeError, FromJson, Segment};
@@ -230,7 +232,7 @@ fn compile(raw: RawConfig) -> Result<Router, ConfigError> {
                 field: format!("services[{index}].name"),
             }));
         }
-        if service_names.insert(name.clone(), index).is_some() {
+        if service_names.contains_key(name.as_str()) {
             return Err(fail(ErrorKind::DuplicateService { name: name.clone() }));
         }
         let compiled = compile_service(raw_service, &router.cluster_header, &router.tag_header)
@@ -238,6 +240,7 @@ fn compile(raw: RawConfig) -> Result<Router, ConfigError> {
         register_hosts(&mut router, index, &compiled).map_err(fail)?;
         router.tag_routing |= !compiled.service.tags.is_empty();
         router.services.push(compiled.service);
+        service_names.insert(name, index);
     }
     Ok(router)
 }
@@ -261,7 +264,7 @@ struct CompiledService {
     hosts: Vec<String>,
     models: Vec<String>,
     /// `(tag, revision index)`; only filled when `tagRouting` is on.
-    tags: Vec<(String, usize)>,
+    tags: Vec<(Cow<'static, str>, usize)>,
 }
 
 fn compile_service(
@@ -270,15 +273,12 @@ fn compile_service(
     tag_header: &str,
 ) -> Result<CompiledService, ErrorKind> {
     let revisions = compile_revisions(raw.revisions)?;
-    let by_name: HashMap<&str, usize> = revisions
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (&*r.name, i))
-        .collect();
+    // A scan: services have a few revisions (and compile_revisions is quadratic anyway),
+    // and a map per service costs more than it saves.
     let resolve = |field: &str, name: &str| {
-        by_name
-            .get(name)
-            .copied()
+        revisions
+            .iter()
+            .position(|r| *r.name == *name)
             .ok_or_else(|| ErrorKind::UnknownRevision {
                 field: field.into(),
                 value: name.into(),
@@ -427,7 +427,7 @@ fn compile_service(
     let tags: Vec<(Box<str>, usize)> = if raw.tag_routing {
         form.tags
             .iter()
-            .map(|(t, r)| (t.as_str().into(), *r))
+            .map(|(t, r)| (Box::from(&**t), *r))
             .collect()
     } else {
         Vec::new()
@@ -462,9 +462,6 @@ fn compile_service(
         split = Split::new([(c.ready, first), (c.rolled, 100 - first)]);
     }
 
-    // Unlike std's, hashbrown's map counts as using its keys when dropped: end its
-    // borrow of `revisions` before they move.
-    drop(by_name);
     Ok(CompiledService {
         models: raw.models,
         service: Service {
@@ -555,7 +552,7 @@ fn compile_revisions(raw: Vec<RawRevision>) -> Result<Vec<Revision>, ErrorKind> 
 /// The split and the tags of one service, whichever form it was written in.
 struct Form {
     split: Split,
-    tags: Vec<(String, usize)>,
+    tags: Vec<(Cow<'static, str>, usize)>,
     /// KServe form with two distinct revisions: who is canary, who is stable.
     canary: Option<Canary>,
     /// KServe form: header routes say "latest"/"prev" before revision names.
@@ -609,8 +606,9 @@ fn kserve_form(
             })
         }
     };
-    let mut tags = vec![("latest".to_owned(), ready)];
-    tags.extend(rolled.map(|r| ("prev".to_owned(), r)));
+    let mut tags = Vec::with_capacity(2);
+    tags.push((Cow::Borrowed("latest"), ready));
+    tags.extend(rolled.map(|r| (Cow::Borrowed("prev"), r)));
     let canary = rolled.filter(|&r| r != ready).map(|rolled| Canary {
         ready,
         rolled,
@@ -634,7 +632,7 @@ fn traffic_form(
         });
     }
     let mut weights = Vec::with_capacity(traffic.len());
-    let mut tags: Vec<(String, usize)> = Vec::new();
+    let mut tags: Vec<(Cow<'static, str>, usize)> = Vec::new();
     let mut sum: i64 = 0;
     for (i, target) in traffic.into_iter().enumerate() {
         let revision = resolve(&format!("traffic[{i}].revisionName"), &target.revision_name)?;
@@ -657,7 +655,7 @@ fn traffic_form(
             if tags.iter().any(|(t, _)| *t == tag) {
                 return Err(ErrorKind::DuplicateTag { field, tag });
             }
-            tags.push((tag, revision));
+            tags.push((Cow::Owned(tag), revision));
         }
     }
     if sum != 100 {
@@ -935,7 +933,7 @@ fn register_hosts(
         claim(
             router,
             &compiled.service.name,
-            format!("hosts[{i}]"),
+            || format!("hosts[{i}]"),
             host.clone(),
             route,
         )?;
@@ -955,7 +953,7 @@ fn register_hosts(
             claim(
                 router,
                 &compiled.service.name,
-                format!("tag {tag:?} on host {host:?}"),
+                || format!("tag {tag:?} on host {host:?}"),
                 format!("{tag}-{host}"),
                 route,
             )?;
@@ -996,7 +994,7 @@ fn claim_model(
 fn claim(
     router: &mut Router,
     service: &str,
-    field: String,
+    field: impl FnOnce() -> String,
     host: String,
     route: HostRoute,
 ) -> Result<(), ErrorKind> {
@@ -1011,7 +1009,11 @@ fn claim(
             (false, true) => "another host of this service".to_owned(),
             (true, true) => "another tag host of this service".to_owned(),
         };
-        return Err(ErrorKind::HostConflict { field, host, other });
+        return Err(ErrorKind::HostConflict {
+            field: field(),
+            host,
+            other,
+        });
     }
     router.hosts.insert(host.into(), route);
     Ok(())

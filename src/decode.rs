@@ -126,7 +126,7 @@ pub trait FromJson: Sized {
 impl FromJson for String {
     fn from_json(value: &Value) -> Result<Self, Error> {
         match value {
-            Value::String(s) => Ok(s.clone()),
+            Value::String(s) => Ok(String::from(&**s)),
             other => Err(invalid_type(other, "a string")),
         }
     }
@@ -293,9 +293,9 @@ pub fn decode_struct(
             let mut seen = 0u64;
             for (key, value) in map {
                 let Some(index) = fields.iter().position(|f| camel_eq(key, f.name)) else {
-                    return Err(unknown_field(key, fields).at(Segment::Key(key.clone())));
+                    return Err(unknown_field(key, fields).at(Segment::Key(String::from(&**key))));
                 };
-                set(index, value).map_err(|e| e.at(Segment::Key(key.clone())))?;
+                set(index, value).map_err(|e| e.at(Segment::Key(String::from(&**key))))?;
                 seen |= 1u64.checked_shl(index as u32).unwrap_or(0);
             }
             for (index, field) in fields.iter().enumerate() {
@@ -401,8 +401,10 @@ mod tests {
         }
     }
 
-    fn tree(v: &serde_json::Value) -> Value {
-        crate::json::parse(v.to_string().as_bytes()).unwrap()
+    fn tree(v: &serde_json::Value) -> Value<'static> {
+        // Leaked: the tree borrows its text, and tests are short.
+        let text: &'static str = Box::leak(v.to_string().into_boxed_str());
+        crate::json::parse(text.as_bytes()).unwrap()
     }
 
     fn err(v: serde_json::Value) -> (String, String) {

@@ -32,8 +32,14 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(router: &Router) -> Plan {
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        let mut plan = Plan::default();
+        let revisions: usize = router.services.iter().map(|s| s.revisions.len()).sum();
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(revisions);
+        let mut plan = Plan {
+            clusters: Vec::with_capacity(revisions),
+            slots: Vec::with_capacity(router.services.len()),
+            slot_info: Vec::with_capacity(revisions),
+            ..Plan::default()
+        };
         for (si, service) in router.services.iter().enumerate() {
             let mut slots = Vec::with_capacity(service.revisions.len());
             for (rev, revision) in service.revisions.iter().enumerate() {
