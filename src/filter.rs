@@ -15,7 +15,8 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::config;
 use crate::health::{
-    cluster_id, decode_pair, encode_pair, fnv1a, may_take_lease, Counts, Ejections, Probe, Window,
+    cluster_id, decode_pair, encode_pair, fingerprint, may_take_lease, Counts, Ejections, Probe,
+    Window,
 };
 use crate::mirror::{self, Capture, Outbox, Skip, Ticket};
 use crate::numfmt::one_decimal;
@@ -561,7 +562,7 @@ impl RootContext for CanaryRoot {
             }
         };
         let plan = Plan::new(&router);
-        self.fingerprint = format!("{:016x}", fnv1a(&bytes));
+        self.fingerprint = format!("{:016x}", fingerprint(&bytes));
         self.loaded_at = now_ms();
         // Flags that exactly one VM may flip, created before any VM races to flip them.
         for service in &router.services {
