@@ -240,6 +240,12 @@ fn camel(snake: &str) -> String {
 
 /// Whether `key` is the camelCase of `snake`, without building it.
 fn camel_eq(key: &str, snake: &str) -> bool {
+    // Most fields differ from the key in the first byte (which camelCase keeps).
+    if let (Some(&k), Some(&s)) = (key.as_bytes().first(), snake.as_bytes().first()) {
+        if s != b'_' && k != s {
+            return false;
+        }
+    }
     let mut key = key.bytes();
     let mut upper = false;
     for b in snake.bytes() {
