@@ -237,9 +237,9 @@ fn compile(raw: RawConfig<'_>) -> Result<Router, ConfigError> {
                 name: name.to_owned(),
             }));
         }
-        let compiled = compile_service(raw_service, &router.cluster_header, &router.tag_header)
+        let mut compiled = compile_service(raw_service, &router.cluster_header, &router.tag_header)
             .map_err(fail)?;
-        register_hosts(&mut router, index, &compiled).map_err(fail)?;
+        register_hosts(&mut router, index, &mut compiled).map_err(fail)?;
         router.tag_routing |= !compiled.service.tags.is_empty();
         router.services.push(compiled.service);
         service_names.insert(name, index);
@@ -925,9 +925,11 @@ fn url_path(field: &str, value: &str) -> Result<Box<str>, ErrorKind> {
 fn register_hosts(
     router: &mut Router,
     index: usize,
-    compiled: &CompiledService<'_>,
+    compiled: &mut CompiledService<'_>,
 ) -> Result<(), ErrorKind> {
-    for (i, host) in compiled.hosts.iter().enumerate() {
+    // Without tags the hosts are not needed again: moved into the table, not copied.
+    let keep_hosts = !compiled.tags.is_empty();
+    for (i, host) in compiled.hosts.iter_mut().enumerate() {
         let route = HostRoute {
             service: index,
             tag: None,
@@ -936,7 +938,11 @@ fn register_hosts(
             router,
             &compiled.service.name,
             || format!("hosts[{i}]"),
-            host.clone(),
+            if keep_hosts {
+                host.clone()
+            } else {
+                std::mem::take(host)
+            },
             route,
         )?;
     }
