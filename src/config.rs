@@ -20,46 +20,46 @@ use crate::split::Split;
 use crate::steps::{parse_rfc3339, Steps};
 
 from_json! {
-    struct RawConfig {
-        cluster_header: Option<String>,
-        revision_header: Option<String>,
-        tag_header: Option<String>,
+    struct RawConfig<'t> {
+        cluster_header: Option<&'t str>,
+        revision_header: Option<&'t str>,
+        tag_header: Option<&'t str>,
         #[default]
         upstream_revision_header: bool,
-        status_path: Option<String>,
+        status_path: Option<&'t str>,
         metrics: Option<bool>,
-        services: Vec<RawService>,
+        services: Vec<RawService<'t>>,
     }
 }
 
 from_json! {
-    struct RawService {
-        name: String,
-        hosts: Vec<String>,
-        revisions: Vec<RawRevision>,
-        latest_rolledout_revision: Option<String>,
-        latest_ready_revision: Option<String>,
+    struct RawService<'t> {
+        name: &'t str,
+        hosts: Vec<&'t str>,
+        revisions: Vec<RawRevision<'t>>,
+        latest_rolledout_revision: Option<&'t str>,
+        latest_ready_revision: Option<&'t str>,
         canary_traffic_percent: Option<i64>,
-        traffic: Option<Vec<RawTarget>>,
+        traffic: Option<Vec<RawTarget<'t>>>,
         #[default]
         tag_routing: bool,
         #[default]
-        header_routes: Vec<RawHeaderRoute>,
-        health_check: Option<RawHealthCheck>,
+        header_routes: Vec<RawHeaderRoute<'t>>,
+        health_check: Option<RawHealthCheck<'t>>,
         outlier: Option<RawOutlier>,
         auto_rollback: Option<RawAutoRollback>,
-        sticky: Option<RawSticky>,
-        split: Option<String>,
+        sticky: Option<RawSticky<'t>>,
+        split: Option<&'t str>,
         #[default]
-        models: Vec<String>,
-        steps: Option<RawSteps>,
-        mirror: Option<RawMirror>,
+        models: Vec<&'t str>,
+        steps: Option<RawSteps<'t>>,
+        mirror: Option<RawMirror<'t>>,
     }
 }
 
 from_json! {
-    struct RawMirror {
-        revision: String,
+    struct RawMirror<'t> {
+        revision: &'t str,
         percent: i64,
         max_body_bytes: Option<u64>,
         timeout_ms: Option<u64>,
@@ -67,23 +67,23 @@ from_json! {
 }
 
 from_json! {
-    struct RawSteps {
+    struct RawSteps<'t> {
         weights: Vec<i64>,
         interval_seconds: u64,
-        start_time: String,
+        start_time: &'t str,
     }
 }
 
 from_json! {
-    struct RawSticky {
-        header: Option<String>,
-        cookie: Option<String>,
+    struct RawSticky<'t> {
+        header: Option<&'t str>,
+        cookie: Option<&'t str>,
     }
 }
 
 from_json! {
-    struct RawHealthCheck {
-        path: Option<String>,
+    struct RawHealthCheck<'t> {
+        path: Option<&'t str>,
         interval_ms: Option<u64>,
         timeout_ms: Option<u64>,
         unhealthy_threshold: Option<u64>,
@@ -109,26 +109,26 @@ from_json! {
 }
 
 from_json! {
-    struct RawRevision {
-        name: String,
-        cluster: String,
-        host: Option<String>,
+    struct RawRevision<'t> {
+        name: &'t str,
+        cluster: &'t str,
+        host: Option<&'t str>,
     }
 }
 
 from_json! {
-    struct RawTarget {
-        revision_name: String,
+    struct RawTarget<'t> {
+        revision_name: &'t str,
         percent: Option<i64>,
-        tag: Option<String>,
+        tag: Option<&'t str>,
     }
 }
 
 from_json! {
-    struct RawHeaderRoute {
-        header: String,
-        value: String,
-        revision: String,
+    struct RawHeaderRoute<'t> {
+        header: &'t str,
+        value: &'t str,
+        revision: &'t str,
     }
 }
 
@@ -184,7 +184,7 @@ fn json_error(value: &crate::json::Json, err: DecodeError) -> ConfigError {
     ConfigError::top(ErrorKind::Json { path, message })
 }
 
-fn compile(raw: RawConfig) -> Result<Router, ConfigError> {
+fn compile(raw: RawConfig<'_>) -> Result<Router, ConfigError> {
     let cluster_header = header_field("clusterHeader", raw.cluster_header, DEFAULT_CLUSTER_HEADER)?;
     let revision_header = header_field(
         "revisionHeader",
@@ -222,22 +222,24 @@ fn compile(raw: RawConfig) -> Result<Router, ConfigError> {
         hosts: HashMap::new(),
         services: Vec::with_capacity(raw.services.len()),
     };
-    let mut service_names: HashMap<String, usize> = HashMap::with_capacity(raw.services.len());
+    let mut service_names: HashMap<&str, usize> = HashMap::with_capacity(raw.services.len());
     for raw_service in raw.services {
         let index = router.services.len();
-        let name = raw_service.name.clone();
-        let fail = |kind| ConfigError::in_service(&name, kind);
+        let name = raw_service.name;
+        let fail = |kind| ConfigError::in_service(name, kind);
         if name.is_empty() {
             return Err(ConfigError::top(ErrorKind::EmptyValue {
                 field: format!("services[{index}].name"),
             }));
         }
-        if service_names.contains_key(name.as_str()) {
-            return Err(fail(ErrorKind::DuplicateService { name: name.clone() }));
+        if service_names.contains_key(name) {
+            return Err(fail(ErrorKind::DuplicateService {
+                name: name.to_owned(),
+            }));
         }
-        let compiled = compile_service(raw_service, &router.cluster_header, &router.tag_header)
+        let mut compiled = compile_service(raw_service, &router.cluster_header, &router.tag_header)
             .map_err(fail)?;
-        register_hosts(&mut router, index, &compiled).map_err(fail)?;
+        register_hosts(&mut router, index, &mut compiled).map_err(fail)?;
         router.tag_routing |= !compiled.service.tags.is_empty();
         router.services.push(compiled.service);
         service_names.insert(name, index);
@@ -245,13 +247,13 @@ fn compile(raw: RawConfig) -> Result<Router, ConfigError> {
     Ok(router)
 }
 
-fn header_field(field: &str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
+fn header_field(field: &str, value: Option<&str>, default: &str) -> Result<String, ConfigError> {
     match value {
         None => Ok(default.to_owned()),
-        Some(v) => names::header_name(&v).map_err(|reason| {
+        Some(v) => names::header_name(v).map_err(|reason| {
             ConfigError::top(ErrorKind::InvalidHeaderName {
                 field: field.into(),
-                value: v,
+                value: v.to_owned(),
                 reason,
             })
         }),
@@ -259,19 +261,19 @@ fn header_field(field: &str, value: Option<String>, default: &str) -> Result<Str
 }
 
 /// A service ready to route, plus what `register_hosts` needs to fill the host table.
-struct CompiledService {
+struct CompiledService<'t> {
     service: Service,
     hosts: Vec<String>,
-    models: Vec<String>,
+    models: Vec<&'t str>,
     /// `(tag, revision index)`; only filled when `tagRouting` is on.
     tags: Vec<(Cow<'static, str>, usize)>,
 }
 
-fn compile_service(
-    raw: RawService,
+fn compile_service<'t>(
+    raw: RawService<'t>,
     cluster_header: &str,
     tag_header: &str,
-) -> Result<CompiledService, ErrorKind> {
+) -> Result<CompiledService<'t>, ErrorKind> {
     let revisions = compile_revisions(raw.revisions)?;
     // A scan: services have a few revisions (and compile_revisions is quadratic anyway),
     // and a map per service costs more than it saves.
@@ -319,8 +321,8 @@ fn compile_service(
             traffic_form(traffic, &resolve)?
         }
         None => kserve_form(
-            raw.latest_ready_revision.as_deref(),
-            raw.latest_rolledout_revision.as_deref(),
+            raw.latest_ready_revision,
+            raw.latest_rolledout_revision,
             raw.canary_traffic_percent,
             revisions.len(),
             &resolve,
@@ -331,15 +333,15 @@ fn compile_service(
     for (i, rule) in raw.header_routes.into_iter().enumerate() {
         let field = format!("headerRoutes[{i}].header");
         let header =
-            names::header_name(&rule.header).map_err(|reason| ErrorKind::InvalidHeaderName {
+            names::header_name(rule.header).map_err(|reason| ErrorKind::InvalidHeaderName {
                 field: field.clone(),
-                value: rule.header.clone(),
+                value: rule.header.to_owned(),
                 reason,
             })?;
         if header == cluster_header {
             return Err(ErrorKind::InvalidHeaderName {
                 field,
-                value: rule.header,
+                value: rule.header.to_owned(),
                 reason: "the filter strips clusterHeader from every request",
             });
         }
@@ -350,7 +352,7 @@ fn compile_service(
         {
             return Err(ErrorKind::InvalidValue {
                 field: format!("headerRoutes[{i}].value"),
-                value: rule.value,
+                value: rule.value.to_owned(),
                 reason: "control characters never arrive in a header",
             });
         }
@@ -360,14 +362,14 @@ fn compile_service(
             .iter()
             .find(|(t, _)| *t == rule.revision)
             .map(|&(_, r)| r);
-        let revision = if form.keywords && matches!(rule.revision.as_str(), "latest" | "prev") {
+        let revision = if form.keywords && matches!(rule.revision, "latest" | "prev") {
             by_tag.ok_or_else(|| ErrorKind::Missing {
                 field: "latestRolledoutRevision",
                 reason: format!("{field} is \"prev\", which needs it"),
             })?
         } else {
             // A revision name first; in the traffic form, then a tag.
-            resolve(&field, &rule.revision).or_else(|e| by_tag.ok_or(e))?
+            resolve(&field, rule.revision).or_else(|e| by_tag.ok_or(e))?
         };
         header_routes.push(HeaderRoute {
             header: header.into(),
@@ -388,7 +390,7 @@ fn compile_service(
         .map(|(i, h)| {
             names::dns_name(h).map_err(|reason| ErrorKind::InvalidHost {
                 field: format!("hosts[{i}]"),
-                value: h.clone(),
+                value: (*h).to_owned(),
                 reason,
             })
         })
@@ -413,7 +415,7 @@ fn compile_service(
         .sticky
         .map(|s| sticky(s, cluster_header, tag_header))
         .transpose()?;
-    let exact = match raw.split.as_deref() {
+    let exact = match raw.split {
         None | Some("random") => false,
         Some("exact") => true,
         Some(other) => {
@@ -437,7 +439,7 @@ fn compile_service(
         if !model_path::valid(model) {
             return Err(ErrorKind::InvalidValue {
                 field: format!("models[{i}]"),
-                value: model.clone(),
+                value: (*model).to_owned(),
                 reason: "a model name starts with a letter or digit, then letters, digits, '-', '_', '.'",
             });
         }
@@ -489,7 +491,7 @@ fn compile_service(
     })
 }
 
-fn compile_revisions(raw: Vec<RawRevision>) -> Result<Vec<Revision>, ErrorKind> {
+fn compile_revisions(raw: Vec<RawRevision<'_>>) -> Result<Vec<Revision>, ErrorKind> {
     if raw.is_empty() {
         return Err(ErrorKind::EmptyValue {
             field: "revisions".into(),
@@ -503,17 +505,17 @@ fn compile_revisions(raw: Vec<RawRevision>) -> Result<Vec<Revision>, ErrorKind> 
                 field: field("name"),
             });
         }
-        if let Err(reason) = names::header_value(&r.name) {
+        if let Err(reason) = names::header_value(r.name) {
             return Err(ErrorKind::InvalidValue {
                 field: field("name"),
-                value: r.name,
+                value: r.name.to_owned(),
                 reason,
             });
         }
         if revisions.iter().any(|other| *other.name == *r.name) {
             return Err(ErrorKind::DuplicateRevision {
                 field: field("name"),
-                name: r.name,
+                name: r.name.to_owned(),
             });
         }
         if r.cluster.is_empty() {
@@ -521,20 +523,20 @@ fn compile_revisions(raw: Vec<RawRevision>) -> Result<Vec<Revision>, ErrorKind> 
                 field: field("cluster"),
             });
         }
-        if let Err(reason) = names::header_value(&r.cluster) {
+        if let Err(reason) = names::header_value(r.cluster) {
             return Err(ErrorKind::InvalidValue {
                 field: field("cluster"),
-                value: r.cluster,
+                value: r.cluster.to_owned(),
                 reason,
             });
         }
         let host = match r.host {
             None => None,
             Some(h) => Some(
-                names::authority(&h)
+                names::authority(h)
                     .map_err(|reason| ErrorKind::InvalidHost {
                         field: field("host"),
-                        value: h,
+                        value: h.to_owned(),
                         reason,
                     })?
                     .into_boxed_str(),
@@ -623,7 +625,7 @@ fn kserve_form(
 }
 
 fn traffic_form(
-    traffic: Vec<RawTarget>,
+    traffic: Vec<RawTarget<'_>>,
     resolve: &dyn Fn(&str, &str) -> Result<usize, ErrorKind>,
 ) -> Result<Form, ErrorKind> {
     if traffic.is_empty() {
@@ -635,7 +637,7 @@ fn traffic_form(
     let mut tags: Vec<(Cow<'static, str>, usize)> = Vec::new();
     let mut sum: i64 = 0;
     for (i, target) in traffic.into_iter().enumerate() {
-        let revision = resolve(&format!("traffic[{i}].revisionName"), &target.revision_name)?;
+        let revision = resolve(&format!("traffic[{i}].revisionName"), target.revision_name)?;
         let percent = target.percent.unwrap_or(0);
         if !(0..=100).contains(&percent) {
             return Err(ErrorKind::PercentOutOfRange {
@@ -647,9 +649,9 @@ fn traffic_form(
         weights.push((revision, percent as u32));
         if let Some(raw_tag) = target.tag {
             let field = format!("traffic[{i}].tag");
-            let tag = names::tag(&raw_tag).map_err(|reason| ErrorKind::InvalidTag {
+            let tag = names::tag(raw_tag).map_err(|reason| ErrorKind::InvalidTag {
                 field: field.clone(),
-                value: raw_tag.clone(),
+                value: raw_tag.to_owned(),
                 reason,
             })?;
             if tags.iter().any(|(t, _)| *t == tag) {
@@ -669,7 +671,7 @@ fn traffic_form(
     })
 }
 
-fn steps(raw: RawSteps) -> Result<Steps, ErrorKind> {
+fn steps(raw: RawSteps<'_>) -> Result<Steps, ErrorKind> {
     if raw.weights.is_empty() {
         return Err(ErrorKind::EmptyValue {
             field: "steps.weights".into(),
@@ -699,9 +701,9 @@ fn steps(raw: RawSteps) -> Result<Steps, ErrorKind> {
         1,
         2_592_000,
     )?;
-    let start_ms = parse_rfc3339(&raw.start_time).ok_or_else(|| ErrorKind::InvalidValue {
+    let start_ms = parse_rfc3339(raw.start_time).ok_or_else(|| ErrorKind::InvalidValue {
         field: "steps.startTime".into(),
-        value: raw.start_time.clone(),
+        value: raw.start_time.to_owned(),
         reason: "an RFC 3339 time such as 2026-11-23T12:00:00Z",
     })?;
     Ok(Steps {
@@ -712,10 +714,10 @@ fn steps(raw: RawSteps) -> Result<Steps, ErrorKind> {
 }
 
 fn mirror(
-    raw: RawMirror,
+    raw: RawMirror<'_>,
     resolve: impl Fn(&str) -> Result<usize, ErrorKind>,
 ) -> Result<Mirror, ErrorKind> {
-    let revision = resolve(&raw.revision)?;
+    let revision = resolve(raw.revision)?;
     if !(0..=100).contains(&raw.percent) {
         return Err(ErrorKind::PercentOutOfRange {
             field: "mirror.percent".into(),
@@ -744,18 +746,18 @@ fn mirror(
     })
 }
 
-fn sticky(raw: RawSticky, cluster_header: &str, tag_header: &str) -> Result<Sticky, ErrorKind> {
+fn sticky(raw: RawSticky<'_>, cluster_header: &str, tag_header: &str) -> Result<Sticky, ErrorKind> {
     match (raw.header, raw.cookie) {
         (Some(h), None) => {
-            let name = names::header_name(&h).map_err(|reason| ErrorKind::InvalidHeaderName {
+            let name = names::header_name(h).map_err(|reason| ErrorKind::InvalidHeaderName {
                 field: "sticky.header".into(),
-                value: h.clone(),
+                value: h.to_owned(),
                 reason,
             })?;
             if name == cluster_header || name == tag_header || name == "cookie" {
                 return Err(ErrorKind::InvalidHeaderName {
                     field: "sticky.header".into(),
-                    value: h,
+                    value: h.to_owned(),
                     reason: "the filter strips it, or it is `cookie` (use sticky.cookie)",
                 });
             }
@@ -769,7 +771,7 @@ fn sticky(raw: RawSticky, cluster_header: &str, tag_header: &str) -> Result<Stic
             {
                 return Err(ErrorKind::InvalidValue {
                     field: "sticky.cookie".into(),
-                    value: c,
+                    value: c.to_owned(),
                     reason: "a cookie name is a token",
                 });
             }
@@ -783,7 +785,7 @@ fn sticky(raw: RawSticky, cluster_header: &str, tag_header: &str) -> Result<Stic
     }
 }
 
-fn health_check(raw: RawHealthCheck) -> Result<HealthCheck, ErrorKind> {
+fn health_check(raw: RawHealthCheck<'_>) -> Result<HealthCheck, ErrorKind> {
     let path = match raw.path {
         Some(p) => url_path("healthCheck.path", p)?,
         None => "/v2/health/ready".into(),
@@ -908,24 +910,26 @@ fn bounded(
 }
 
 /// A request path the filter matches or sends: absolute, printable, no spaces.
-fn url_path(field: &str, value: String) -> Result<Box<str>, ErrorKind> {
+fn url_path(field: &str, value: &str) -> Result<Box<str>, ErrorKind> {
     if !value.starts_with('/') || !value.bytes().all(|b| (0x21..0x7f).contains(&b)) {
         return Err(ErrorKind::InvalidValue {
             field: field.into(),
-            value,
+            value: value.to_owned(),
             reason: "a path starts with '/' and has only printable ASCII without spaces",
         });
     }
-    Ok(value.into_boxed_str())
+    Ok(value.into())
 }
 
 /// Adds a service's hosts and, with tag routing, its `<tag>-<host>` names to the table.
 fn register_hosts(
     router: &mut Router,
     index: usize,
-    compiled: &CompiledService,
+    compiled: &mut CompiledService<'_>,
 ) -> Result<(), ErrorKind> {
-    for (i, host) in compiled.hosts.iter().enumerate() {
+    // Without tags the hosts are not needed again: moved into the table, not copied.
+    let keep_hosts = !compiled.tags.is_empty();
+    for (i, host) in compiled.hosts.iter_mut().enumerate() {
         let route = HostRoute {
             service: index,
             tag: None,
@@ -934,7 +938,11 @@ fn register_hosts(
             router,
             &compiled.service.name,
             || format!("hosts[{i}]"),
-            host.clone(),
+            if keep_hosts {
+                host.clone()
+            } else {
+                std::mem::take(host)
+            },
             route,
         )?;
     }

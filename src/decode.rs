@@ -115,25 +115,32 @@ fn unexpected(value: &Value) -> String {
     }
 }
 
-/// A type a configuration field can have.
-pub trait FromJson: Sized {
+/// A type a configuration field can have; `'t` is the tree's borrow, which `&'t str`
+/// fields keep instead of copying their strings.
+pub trait FromJson<'t>: Sized {
     /// `Option`s may be left out of an object (not out of the array form of a struct).
     const OPTIONAL: bool = false;
 
-    fn from_json(value: &Value) -> Result<Self, Error>;
+    fn from_json(value: &'t Value<'_>) -> Result<Self, Error>;
 }
 
-impl FromJson for String {
-    fn from_json(value: &Value) -> Result<Self, Error> {
+impl<'t> FromJson<'t> for &'t str {
+    fn from_json(value: &'t Value<'_>) -> Result<Self, Error> {
         match value {
-            Value::String(s) => Ok(String::from(&**s)),
+            Value::String(s) => Ok(s),
             other => Err(invalid_type(other, "a string")),
         }
     }
 }
 
-impl FromJson for bool {
-    fn from_json(value: &Value) -> Result<Self, Error> {
+impl<'t> FromJson<'t> for String {
+    fn from_json(value: &'t Value<'_>) -> Result<Self, Error> {
+        <&str>::from_json(value).map(String::from)
+    }
+}
+
+impl<'t> FromJson<'t> for bool {
+    fn from_json(value: &'t Value<'_>) -> Result<Self, Error> {
         match value {
             Value::Bool(b) => Ok(*b),
             other => Err(invalid_type(other, "a boolean")),
@@ -141,8 +148,8 @@ impl FromJson for bool {
     }
 }
 
-impl FromJson for u64 {
-    fn from_json(value: &Value) -> Result<Self, Error> {
+impl<'t> FromJson<'t> for u64 {
+    fn from_json(value: &'t Value<'_>) -> Result<Self, Error> {
         if let Value::Number(n) = value {
             if let Some(u) = n.as_u64() {
                 return Ok(u);
@@ -155,8 +162,8 @@ impl FromJson for u64 {
     }
 }
 
-impl FromJson for i64 {
-    fn from_json(value: &Value) -> Result<Self, Error> {
+impl<'t> FromJson<'t> for i64 {
+    fn from_json(value: &'t Value<'_>) -> Result<Self, Error> {
         if let Value::Number(n) = value {
             if let Some(i) = n.as_i64() {
                 return Ok(i);
@@ -169,8 +176,8 @@ impl FromJson for i64 {
     }
 }
 
-impl FromJson for f64 {
-    fn from_json(value: &Value) -> Result<Self, Error> {
+impl<'t> FromJson<'t> for f64 {
+    fn from_json(value: &'t Value<'_>) -> Result<Self, Error> {
         match value {
             Value::Number(n) => Ok(n.as_f64()),
             other => Err(invalid_type(other, "f64")),
@@ -178,10 +185,10 @@ impl FromJson for f64 {
     }
 }
 
-impl<T: FromJson> FromJson for Option<T> {
+impl<'t, T: FromJson<'t>> FromJson<'t> for Option<T> {
     const OPTIONAL: bool = true;
 
-    fn from_json(value: &Value) -> Result<Self, Error> {
+    fn from_json(value: &'t Value<'_>) -> Result<Self, Error> {
         match value {
             Value::Null => Ok(None),
             other => T::from_json(other).map(Some),
@@ -189,8 +196,8 @@ impl<T: FromJson> FromJson for Option<T> {
     }
 }
 
-impl<T: FromJson> FromJson for Vec<T> {
-    fn from_json(value: &Value) -> Result<Self, Error> {
+impl<'t, T: FromJson<'t>> FromJson<'t> for Vec<T> {
+    fn from_json(value: &'t Value<'_>) -> Result<Self, Error> {
         match value {
             Value::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
@@ -233,6 +240,12 @@ fn camel(snake: &str) -> String {
 
 /// Whether `key` is the camelCase of `snake`, without building it.
 fn camel_eq(key: &str, snake: &str) -> bool {
+    // Most fields differ from the key in the first byte (which camelCase keeps).
+    if let (Some(&k), Some(&s)) = (key.as_bytes().first(), snake.as_bytes().first()) {
+        if s != b'_' && k != s {
+            return false;
+        }
+    }
     let mut key = key.bytes();
     let mut upper = false;
     for b in snake.bytes() {
@@ -281,11 +294,11 @@ fn unknown_field(key: &str, fields: &[Field]) -> Error {
 /// Walks a struct written as an object (keys in order, then missing fields) or as an
 /// array of its fields, calling `set(field index, value)` for each value present; the
 /// caller starts from `Default` and keeps what `set` stores.
-pub fn decode_struct(
-    value: &Value,
+pub fn decode_struct<'t, 'j>(
+    value: &'t Value<'j>,
     name: &str,
     fields: &[Field],
-    set: &mut dyn FnMut(usize, &Value) -> Result<(), Error>,
+    set: &mut dyn FnMut(usize, &'t Value<'j>) -> Result<(), Error>,
 ) -> Result<(), Error> {
     match value {
         Value::Object(map) => {
@@ -330,31 +343,43 @@ pub fn decode_struct(
 }
 
 /// Declares a struct decoded by [`FromJson`]: camelCase keys, unknown keys refused,
-/// `#[default]` fields optional (see the module docs).
+/// `#[default]` fields optional (see the module docs). A struct with borrowed fields
+/// (`&'t str`) is declared with its one lifetime: `struct RawX<'t> { ... }`.
 macro_rules! from_json {
-    ($(#[$meta:meta])* struct $name:ident {
+    ($(#[$meta:meta])* struct $name:ident<$lt:lifetime> { $($body:tt)* }) => {
+        $crate::decode::from_json!(@emit [$(#[$meta])*] $name [<$lt>] $lt { $($body)* });
+    };
+    ($(#[$meta:meta])* struct $name:ident { $($body:tt)* }) => {
+        $crate::decode::from_json!(@emit [$(#[$meta])*] $name [] 't { $($body)* });
+    };
+    (@emit [$($meta:tt)*] $name:ident [$($generics:tt)*] $lt:lifetime {
         $( $(#[$default:ident])? $field:ident : $ty:ty ),* $(,)?
     }) => {
-        $(#[$meta])*
+        $($meta)*
         #[derive(Default)]
-        struct $name {
+        struct $name $($generics)* {
             $( $field: $ty, )*
         }
 
-        impl $crate::decode::FromJson for $name {
+        impl<$lt> $name $($generics)* {
+            const FIELDS: &'static [$crate::decode::Field] = &[$(
+                $crate::decode::Field {
+                    name: stringify!($field),
+                    default: $crate::decode::from_json!(@default $($default)?),
+                    optional: <$ty as $crate::decode::FromJson<$lt>>::OPTIONAL,
+                },
+            )*];
+            const FITS: () = assert!(Self::FIELDS.len() <= 64, "decode_struct keeps a 64-bit mask");
+        }
+
+        impl<$lt> $crate::decode::FromJson<$lt> for $name $($generics)* {
             fn from_json(
-                value: &$crate::json::Json,
+                value: &$lt $crate::json::Json<'_>,
             ) -> ::std::result::Result<Self, $crate::decode::Error> {
-                const FIELDS: &[$crate::decode::Field] = &[$(
-                    $crate::decode::Field {
-                        name: stringify!($field),
-                        default: $crate::decode::from_json!(@default $($default)?),
-                        optional: <$ty as $crate::decode::FromJson>::OPTIONAL,
-                    },
-                )*];
-                const _: () = assert!(FIELDS.len() <= 64, "decode_struct keeps a 64-bit mask");
+                #[allow(clippy::let_unit_value)]
+                let () = Self::FITS;
                 let mut out = Self::default();
-                $crate::decode::decode_struct(value, stringify!($name), FIELDS, &mut |index, value| {
+                $crate::decode::decode_struct(value, stringify!($name), Self::FIELDS, &mut |index, value| {
                     let mut i = 0usize;
                     $(
                         if index == i {

@@ -104,6 +104,7 @@ const MAX_DEPTH: u32 = 128;
 pub fn parse(bytes: &[u8]) -> Result<Json<'_>, Error> {
     let mut parser = Parser {
         bytes,
+        text: std::str::from_utf8(bytes).ok(),
         index: 0,
         remaining_depth: MAX_DEPTH,
         items: Vec::new(),
@@ -119,6 +120,9 @@ pub fn parse(bytes: &[u8]) -> Result<Json<'_>, Error> {
 /// serde_json's `Deserializer<SliceRead>`, reduced to what building a [`Json`] needs.
 struct Parser<'a> {
     bytes: &'a [u8],
+    /// The document, when it is all valid UTF-8 (checked once, in one pass): its strings
+    /// are then sliced out of it without validating each.
+    text: Option<&'a str>,
     index: usize,
     remaining_depth: u32,
     /// The elements of the arrays being read, innermost last: each array gets one
@@ -327,10 +331,16 @@ impl<'a> Parser<'a> {
             let Some(&b) = bytes.get(self.index) else {
                 return Err(self.error(EOF_STRING));
             };
-            let run = bytes.get(start..self.index).unwrap_or_default();
+            let end = self.index;
+            let run = bytes.get(start..end).unwrap_or_default();
             self.index += 1;
             match b {
                 b'"' => {
+                    if unescaped.is_none() {
+                        if let Some(s) = self.text.and_then(|t| t.get(start..end)) {
+                            return Ok(Cow::Borrowed(s));
+                        }
+                    }
                     return match unescaped {
                         None => match std::str::from_utf8(run) {
                             Ok(s) => Ok(Cow::Borrowed(s)),

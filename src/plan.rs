@@ -22,8 +22,9 @@ pub struct ClusterPlan {
 #[derive(Debug, Default)]
 pub struct Plan {
     pub clusters: Vec<ClusterPlan>,
-    /// Per service, per revision: the slot of its counters.
-    slots: Vec<Vec<usize>>,
+    /// Per service, the slot of its first revision's counters (its revisions' slots
+    /// follow in order), then the slot count: service `s` owns `starts[s]..starts[s + 1]`.
+    starts: Vec<usize>,
     /// Per slot: (service, revision, cluster index).
     slot_info: Vec<(usize, usize, usize)>,
     /// Any policy at all: if not, the filter sets no timer.
@@ -36,12 +37,12 @@ impl Plan {
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(revisions);
         let mut plan = Plan {
             clusters: Vec::with_capacity(revisions),
-            slots: Vec::with_capacity(router.services.len()),
+            starts: Vec::with_capacity(router.services.len() + 1),
             slot_info: Vec::with_capacity(revisions),
             ..Plan::default()
         };
         for (si, service) in router.services.iter().enumerate() {
-            let mut slots = Vec::with_capacity(service.revisions.len());
+            plan.starts.push(plan.slot_info.len());
             for (rev, revision) in service.revisions.iter().enumerate() {
                 let cluster = *index.entry(&revision.cluster).or_insert_with(|| {
                     plan.clusters.push(ClusterPlan {
@@ -65,20 +66,22 @@ impl Plan {
                     c.windowed |=
                         service.outlier.is_some() || (is_canary && service.auto_rollback.is_some());
                 }
-                slots.push(plan.slot_info.len());
                 plan.slot_info.push((si, rev, cluster));
             }
-            plan.slots.push(slots);
             plan.active |= service.health_check.is_some()
                 || service.outlier.is_some()
                 || service.auto_rollback.is_some()
                 || service.steps.is_some();
         }
+        plan.starts.push(plan.slot_info.len());
         plan
     }
 
     pub fn slot(&self, service: usize, revision: usize) -> Option<usize> {
-        self.slots.get(service)?.get(revision).copied()
+        let start = *self.starts.get(service)?;
+        let end = *self.starts.get(service.checked_add(1)?)?;
+        let slot = start.checked_add(revision)?;
+        (slot < end).then_some(slot)
     }
 
     pub fn slot_count(&self) -> usize {
@@ -223,6 +226,21 @@ mod tests {
         assert_eq!(c2.probe.as_ref().map(|(_, a)| &**a), Some("a2.internal"));
         assert!(c2.windowed, "the canary is watched for rollback");
         assert_eq!(plan.cluster_of_slot(plan.slot(1, 0).unwrap()), Some(0));
+        let slots: Vec<_> = [
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (1, 0),
+            (1, 1),
+            (2, 0),
+            (usize::MAX, 0),
+        ]
+        .iter()
+        .map(|&(s, r)| plan.slot(s, r))
+        .collect();
+        assert_eq!(slots, [Some(0), Some(1), None, Some(2), None, None, None]);
+        assert_eq!(plan.owner_of_slot(2), Some((1, 0)));
+        assert_eq!(Plan::default().slot(0, 0), None);
         let quiet = parse(br#"{"services": [{"name": "b", "hosts": ["b.com"], "revisions": [{"name": "b1", "cluster": "c1"}]}]}"#).unwrap();
         assert!(!Plan::new(&quiet).active);
     }

@@ -53,6 +53,12 @@ impl Split {
             .map_or(0, |e| e.revision)
     }
 
+    /// Whether the shares cover every bucket (so that `restricted` to all revisions
+    /// returns the split unchanged).
+    pub fn is_full(&self) -> bool {
+        self.entries.last().is_some_and(|e| e.end == BUCKETS)
+    }
+
     /// The split among the revisions `keep` accepts, each keeping its share relative to
     /// the others and its place in bucket order; `None` when none of them has a share.
     pub fn restricted(&self, keep: impl Fn(usize) -> bool) -> Option<Split> {

@@ -98,6 +98,18 @@ impl View {
                     Some(c) => Split::new([(c.rolled, 100)]),
                     None => configured.clone(),
                 };
+                // The common case: every revision available, nothing rolled back, a split
+                // that covers every bucket; restricting it to all revisions is itself.
+                if rolled.is_none() && base.is_full() && unavailable.iter().all(Option::is_none) {
+                    return ServiceView {
+                        configured,
+                        interleave: Interleave::new(&base),
+                        split: base,
+                        unavailable,
+                        rolled_back: false,
+                        fail_open: false,
+                    };
+                }
                 let available = |rev: usize| unavailable.get(rev).is_some_and(Option::is_none);
                 // Failing open goes in tiers: revisions that are only not ready (probes can
                 // be wrong) before ejected ones (which just failed real traffic), and the
