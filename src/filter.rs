@@ -662,7 +662,13 @@ struct CanaryHttp {
 impl CanaryHttp {
     /// Takes a shadow copy of this request if the service mirrors and the draw says so.
     /// Host calls: one for all headers; then one per body chunk.
-    fn start_mirror(&mut self, router: &Router, choice: Choice, end_of_stream: bool) {
+    fn start_mirror(
+        &mut self,
+        router: &Router,
+        choice: Choice,
+        client_authority: Option<&str>,
+        end_of_stream: bool,
+    ) {
         let Some((mirror, revision)) = router.mirror(choice.service) else {
             return;
         };
@@ -704,7 +710,9 @@ impl CanaryHttp {
         let headers = mirror::copy_headers(
             headers,
             &own,
-            revision.host.as_deref(),
+            // Read after the primary's own rewrite: the copy gets the client's authority
+            // unless the mirror revision has a host of its own.
+            revision.host.as_deref().or(client_authority),
             router
                 .upstream_revision_header()
                 .then_some((router.revision_header(), &*revision.name)),
@@ -820,7 +828,7 @@ impl HttpContext for CanaryHttp {
                     self.set_http_request_header(router.revision_header(), Some(d.revision));
                 }
                 if d.by_split {
-                    self.start_mirror(&router, d.choice, end_of_stream);
+                    self.start_mirror(&router, d.choice, authority.as_deref(), end_of_stream);
                 }
                 self.choice = Some(d.choice);
                 let slot = self.plan.slot(d.choice.service, d.choice.revision);

@@ -70,13 +70,18 @@ def test_split_routed_requests_are_copied_to_the_shadow_with_their_bodies(start_
 
 
 def test_the_mirror_percent_samples_split_routed_requests(start_envoy, backends):
-    envoy = start_envoy({"services": [mirrored_service(0, percent=30)]}, concurrency=2)
+    svc = mirrored_service(50, percent=30)
+    del svc["revisions"][-1]["host"]
+    envoy = start_envoy({"services": [svc]}, concurrency=2)
     n = 800
     for _ in range(n):
-        assert stack.request(envoy.port, PATH, host=HOST).header("x-backend") == "c1"
+        assert stack.request(envoy.port, PATH, host=HOST).header("x-backend") in ("c1", "c2")
     time.sleep(0.3)
     copies = len(backends["c3"].received)
     assert_binomial(copies, n, 0.30)
+    # A shadow without a host of its own gets the client's authority, also for copies of
+    # requests whose primary (R2) had its authority rewritten.
+    assert {h[0] for h in backends["c3"].headers_seen("host")} == {HOST}
     assert wait_metrics(envoy, {"mirror_requests": copies})["mirror_requests"] == copies
 
 
