@@ -118,7 +118,7 @@ def test_bodies_over_max_body_bytes_are_not_copied_and_the_primary_gets_them_who
 
 def test_a_hanging_or_failing_shadow_costs_the_client_nothing(start_envoy, backends):
     plain = {"name": "plain", "hosts": ["plain.example.com"], "revisions": [{"name": "plain-1", "cluster": "c1"}]}
-    envoy = start_envoy({"services": [mirrored_service(0, timeoutMs=500), plain]}, concurrency=2)
+    envoy = start_envoy({"services": [mirrored_service(0, timeoutMs=2000), plain]}, concurrency=2)
     backends["c3"].hang = True  # accepts the copy, never answers
     for _ in range(10):  # warm both routes up
         stack.request(envoy.port, PATH, host=HOST)
@@ -131,10 +131,13 @@ def test_a_hanging_or_failing_shadow_costs_the_client_nothing(start_envoy, backe
             times.append(time.perf_counter() - start)
             assert (r.status, r.header("x-backend")) == (200, "c1")
     # The primary's latency: the same as a service without a mirror (the shadow hangs).
-    assert max(mirrored) < 0.4, max(mirrored)
+    # A client that waited for its copy would take the whole 2 s timeout; the bound sits
+    # far below that and far above the few milliseconds a request takes, because a busy
+    # shared 2-core machine can stall one request for ~0.5 s (it happened in CI).
+    assert max(mirrored) < 1.5, max(mirrored)
     assert statistics.median(mirrored) <= 1.5 * statistics.median(unmirrored) + 0.003, (
         statistics.median(mirrored), statistics.median(unmirrored))
-    # Each copy times out after 500 ms: Envoy answers the call 504, counted as a 5xx.
+    # Each copy times out after 2 s: Envoy answers the call 504, counted as a 5xx.
     assert wait_metrics(envoy, {"mirror_requests": 70, "mirror_responses_5xx": 70}) == {
         "mirror_requests": 70, "mirror_responses_5xx": 70}
     # A shadow answering 500s: counted, and still invisible to clients.
