@@ -12,9 +12,24 @@ WASM := target/$(TARGET)/release/canary_router.wasm
 # 1 MiB stack, so load/store offsets may be folded, 1.9 KB) and --converge (repeat until
 # nothing shrinks, 0.7 KB).
 OPT_WASM := target/canary-router.wasm
-WASM_OPT_FLAGS := --flatten --rereloop -Oz --low-memory-unused --converge \
-	--enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+WASM_FEATURES := --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
 	--enable-mutable-globals --enable-multivalue --enable-reference-types
+WASM_OPT_FLAGS := --flatten --rereloop -Oz --low-memory-unused --converge $(WASM_FEATURES)
+# The proxy-wasm SDK exports every callback of the ABI (gRPC, TCP, queues, response
+# bodies, ...); Envoy skips a callback a module does not export. Before wasm-opt,
+# `wasm-metadce` (binaryen) drops every export but these, and with them the SDK code
+# behind the rest: 7.8 KB, and per request Envoy no longer calls into the VM for
+# on_response_body, on_log and on_done, which this filter leaves at their defaults.
+# tests/test_wasm_exports.py checks this list against the hooks src/filter.rs implements.
+EXPORTS := memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate \
+	proxy_on_vm_start proxy_on_configure proxy_on_context_create proxy_on_delete proxy_on_tick \
+	proxy_on_http_call_response proxy_on_request_headers proxy_on_request_body \
+	proxy_on_request_trailers proxy_on_response_headers
+# $(call trim_exports,in.wasm,out.wasm,exports)
+define trim_exports
+	printf '%s\n' $(3) | awk 'BEGIN{printf "["} NR>1{printf ","} {printf "{\"name\":\"%s\",\"root\":true,\"export\":\"%s\"}", $$1, $$1} END{print "]"}' > $(2).graph
+	wasm-metadce -f $(2).graph $(1) -o $(2) $(WASM_FEATURES) > /dev/null
+endef
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 IMAGE_DIR := target/oci
 REGISTRY ?=
@@ -50,7 +65,8 @@ tools:
 	fi
 
 opt: wasm tools
-	wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(OPT_WASM)
+	$(call trim_exports,$(WASM),target/canary-router.trimmed.wasm,$(EXPORTS))
+	wasm-opt $(WASM_OPT_FLAGS) target/canary-router.trimmed.wasm -o $(OPT_WASM)
 	@ls -l $(OPT_WASM) | awk '{print "optimised", $$NF, $$5, "bytes"}'
 
 ## The OCI image Istio pulls (compat layout, see istio/image.py), with no Docker engine.
@@ -76,7 +92,7 @@ $(VENV)/.installed: tests/requirements.txt
 	touch $@
 
 ## The main job: a canary release of a KServe model through real Envoy.
-demo: wasm venv
+demo: opt venv
 	$(PY) envoy/demo.py
 
 ## Every test: lints, host unit tests, a short fuzz run, integration tests on real Envoy.
@@ -95,7 +111,7 @@ integration: wasm opt venv
 
 ## Soak under faults: SOAK_SECONDS of load while revisions fail, hang, die and the
 ## config reloads; prints and writes target/reports/soak.json.
-soak: wasm venv
+soak: opt venv
 	$(PY) bench/soak.py $(or $(SOAK_SECONDS),300)
 
 ## cargo fuzz (nightly, libFuzzer): FUZZ_SECONDS per target, seeds in fuzz/corpus,
@@ -118,7 +134,7 @@ fuzz-short:
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15
 
 ## Time to automatic rollback and requests lost, on real Envoy (markdown table).
-bench-rollback: wasm venv
+bench-rollback: opt venv
 	$(PY) bench/rollback.py $(or $(ROUNDS),5)
 
 ## Debian packages for make bench: valgrind (callgrind), hey and wrk.
@@ -133,12 +149,23 @@ bench-tools:
 	fi
 
 ## The benchmark's own tiny proxy-wasm filters (each its own crate and workspace).
+## The variants export only the callbacks they implement, as the shipped filter does
+## (`make opt`): the cheapest filter of each kind, so that the comparison is fair.
 BENCH_FILTERS := empty set_header floor_d floor_e hostcalls
-bench-filters: toolchain
+BENCH_BUILT := target/bench-filters/$(TARGET)/release
+BENCH_TRIMMED := target/bench-filters/trimmed
+BENCH_LIFECYCLE := memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate \
+	proxy_on_vm_start proxy_on_configure proxy_on_context_create proxy_on_delete
+bench-filters: toolchain tools
 	@for f in $(BENCH_FILTERS); do \
 	  (cd bench/filters/$$f && CARGO_TARGET_DIR=$(CURDIR)/target/bench-filters \
 	    cargo build --quiet --locked --release --target $(TARGET)) || exit 1; \
 	done
+	@mkdir -p $(BENCH_TRIMMED)
+	@$(call trim_exports,$(BENCH_BUILT)/bench_empty.wasm,$(BENCH_TRIMMED)/bench_empty.wasm,$(BENCH_LIFECYCLE))
+	@$(call trim_exports,$(BENCH_BUILT)/bench_set_header.wasm,$(BENCH_TRIMMED)/bench_set_header.wasm,$(BENCH_LIFECYCLE) proxy_on_request_headers)
+	@$(call trim_exports,$(BENCH_BUILT)/bench_floor_d.wasm,$(BENCH_TRIMMED)/bench_floor_d.wasm,$(BENCH_LIFECYCLE) proxy_on_request_headers proxy_on_response_headers)
+	@$(call trim_exports,$(BENCH_BUILT)/bench_floor_e.wasm,$(BENCH_TRIMMED)/bench_floor_e.wasm,$(BENCH_LIFECYCLE) proxy_on_request_headers proxy_on_response_headers)
 
 ## Cost per request on real Envoy (issue #6): instructions under callgrind, host calls,
 ## wrk rps and latency, .wasm size, on_configure time; prints and writes

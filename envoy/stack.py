@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 ENVOY_BIN = VENV / "bin" / "envoy"
 PYTHON = VENV / "bin" / "python"
-WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "canary_router.wasm"
+# What ships (`make opt`: exports trimmed, wasm-opt), so tests and the demo run it.
+WASM = ROOT / "target" / "canary-router.wasm"
 LOOPBACK = "127.0.0.1"
 
 # Envoy tag extraction for the filter's stats (the same two regexes as src/plan.rs):

@@ -3,6 +3,7 @@
 //! a configuration that loads can be routed without a failure path per request.
 
 use std::borrow::Cow;
+use std::fmt::Write;
 
 use hashbrown::HashMap;
 
@@ -12,6 +13,7 @@ use crate::health::{HealthCheck, Outlier, RatePolicy, BUCKET_MS, MAX_WINDOW_BUCK
 use crate::mirror::{Mirror, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MS, MAX_BODY_BYTES_LIMIT};
 use crate::model_path;
 use crate::names;
+use crate::quoted::Quoted;
 use crate::router::{
     Canary, HeaderRoute, HostRoute, Revision, Router, Service, Sticky, TagRoute,
     DEFAULT_CLUSTER_HEADER, DEFAULT_REVISION_HEADER, DEFAULT_TAG_HEADER,
@@ -461,7 +463,7 @@ fn compile_service<'t>(
         };
         let first = steps.weights.first().copied().unwrap_or(100);
         c.active = first > 0 && first < 100;
-        split = Split::new([(c.ready, first), (c.rolled, 100 - first)]);
+        split = Split::new(&[(c.ready, first), (c.rolled, 100 - first)]);
     }
 
     Ok(CompiledService {
@@ -592,12 +594,12 @@ fn kserve_form(
     };
     let split = match (percent, rolled) {
         // Promoted: the field is absent.
-        (None, _) => Split::new([(ready, 100)]),
-        (Some(_), Some(r)) if r == ready => Split::new([(ready, 100)]),
+        (None, _) => Split::new(&[(ready, 100)]),
+        (Some(_), Some(r)) if r == ready => Split::new(&[(ready, 100)]),
         // The canary owns the low buckets.
-        (Some(p), Some(r)) => Split::new([(ready, p), (r, 100 - p)]),
-        (Some(100), None) => Split::new([(ready, 100)]),
-        (Some(_), None) if revision_count == 1 => Split::new([(ready, 100)]),
+        (Some(p), Some(r)) => Split::new(&[(ready, p), (r, 100 - p)]),
+        (Some(100), None) => Split::new(&[(ready, 100)]),
+        (Some(_), None) if revision_count == 1 => Split::new(&[(ready, 100)]),
         (Some(p), None) => {
             return Err(ErrorKind::Missing {
                 field: "latestRolledoutRevision",
@@ -664,7 +666,7 @@ fn traffic_form(
         return Err(ErrorKind::TrafficSum { sum });
     }
     Ok(Form {
-        split: Split::new(weights),
+        split: Split::new(&weights),
         tags,
         canary: None,
         keywords: false,
@@ -961,7 +963,7 @@ fn register_hosts(
             claim(
                 router,
                 &compiled.service.name,
-                || format!("tag {tag:?} on host {host:?}"),
+                || format!("tag {} on host {}", Quoted(tag), Quoted(host)),
                 format!("{tag}-{host}"),
                 route,
             )?;
@@ -1012,8 +1014,8 @@ fn claim(
             .get(existing.service)
             .map_or(service, |s| &*s.name);
         let other = match (existing.tag.is_some(), owner == service) {
-            (false, false) => format!("service {owner:?}"),
-            (true, false) => format!("a tag host of service {owner:?}"),
+            (false, false) => format!("service {}", Quoted(owner)),
+            (true, false) => format!("a tag host of service {}", Quoted(owner)),
             (false, true) => "another host of this service".to_owned(),
             (true, true) => "another tag host of this service".to_owned(),
         };
@@ -1037,15 +1039,15 @@ impl Router {
             self.services.len(),
             self.hosts.len()
         );
+        // Writing to a String cannot fail.
         for service in self.services.iter().take(SHOWN) {
-            let split: Vec<String> = service
-                .split_percents()
-                .map(|(rev, pct)| format!("{rev} {pct}%"))
-                .collect();
-            out.push_str(&format!("; {}: {}", service.name(), split.join(", ")));
+            let _ = write!(out, "; {}:", service.name());
+            for (i, (rev, pct)) in service.split_percents().enumerate() {
+                let _ = write!(out, "{} {rev} {pct}%", if i == 0 { "" } else { "," });
+            }
         }
         if self.services.len() > SHOWN {
-            out.push_str(&format!("; and {} more", self.services.len() - SHOWN));
+            let _ = write!(out, "; and {} more", self.services.len() - SHOWN);
         }
         out
     }

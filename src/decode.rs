@@ -19,6 +19,7 @@
 use std::fmt::Write as _;
 
 use crate::json::{Json as Value, Number};
+use crate::quoted::Quoted;
 
 /// One step of the path to a bad value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +110,7 @@ fn unexpected(value: &Value) -> String {
         Value::Number(Number::Float(f)) => {
             format!("floating point `{}`", zmij::Buffer::new().format(*f))
         }
-        Value::String(s) => format!("string {s:?}"),
+        Value::String(s) => format!("string {}", Quoted(s)),
         Value::Array(_) => "sequence".to_owned(),
         Value::Object(_) => "map".to_owned(),
     }

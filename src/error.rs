@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::quoted::Quoted;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// The service the problem is in, `None` for top-level fields.
@@ -100,7 +102,7 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(service) = &self.service {
-            write!(f, "service {service:?}: ")?;
+            write!(f, "service {}: ", Quoted(service))?;
         }
         write!(f, "{}", self.kind)
     }
@@ -125,19 +127,27 @@ impl fmt::Display for ErrorKind {
                 "traffic: percents sum to {sum}, they must sum to exactly 100"
             ),
             ErrorKind::UnknownRevision { field, value } => {
-                write!(f, "{field}: {value:?} is not a revision of this service")
+                write!(
+                    f,
+                    "{field}: {} is not a revision of this service",
+                    Quoted(value)
+                )
             }
             ErrorKind::DuplicateRevision { field, name } => {
-                write!(f, "{field}: revision name {name:?} is used twice")
+                write!(f, "{field}: revision name {} is used twice", Quoted(name))
             }
             ErrorKind::DuplicateService { name } => {
-                write!(f, "name: service name {name:?} is used twice")
+                write!(f, "name: service name {} is used twice", Quoted(name))
             }
             ErrorKind::DuplicateTag { field, tag } => {
-                write!(f, "{field}: tag {tag:?} is used twice")
+                write!(f, "{field}: tag {} is used twice", Quoted(tag))
             }
             ErrorKind::HostConflict { field, host, other } => {
-                write!(f, "{field}: host {host:?} is already claimed by {other}")
+                write!(
+                    f,
+                    "{field}: host {} is already claimed by {other}",
+                    Quoted(host)
+                )
             }
             ErrorKind::EmptyValue { field } => write!(f, "{field}: must not be empty"),
             ErrorKind::InvalidHeaderName {
@@ -146,23 +156,28 @@ impl fmt::Display for ErrorKind {
                 reason,
             } => write!(
                 f,
-                "{field}: {value:?} is not a usable header name: {reason}"
+                "{field}: {} is not a usable header name: {reason}",
+                Quoted(value)
             ),
             ErrorKind::InvalidHost {
                 field,
                 value,
                 reason,
-            } => write!(f, "{field}: {value:?} is not a valid host: {reason}"),
+            } => write!(
+                f,
+                "{field}: {} is not a valid host: {reason}",
+                Quoted(value)
+            ),
             ErrorKind::InvalidTag {
                 field,
                 value,
                 reason,
-            } => write!(f, "{field}: {value:?} is not a valid tag: {reason}"),
+            } => write!(f, "{field}: {} is not a valid tag: {reason}", Quoted(value)),
             ErrorKind::InvalidValue {
                 field,
                 value,
                 reason,
-            } => write!(f, "{field}: {value:?} is invalid: {reason}"),
+            } => write!(f, "{field}: {} is invalid: {reason}", Quoted(value)),
             ErrorKind::MixedForms { kserve_field } => write!(
                 f,
                 "traffic and {kserve_field}: use either the KServe fields \

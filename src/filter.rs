@@ -21,6 +21,7 @@ use crate::health::{
 use crate::mirror::{self, Capture, Outbox, Skip, Ticket};
 use crate::numfmt::one_decimal;
 use crate::plan::{revision_stat, service_stat, Counters, Plan, CLASSES};
+use crate::quoted::Quoted;
 use crate::rng::Rng;
 use crate::router::{Choice, Outcome, Router};
 use crate::shared::{self, now_ms, now_us, Stats, PREFIX};
@@ -80,19 +81,30 @@ struct CanaryRoot {
     /// A configuration judges its canary on the responses since it was loaded.
     loaded_at: u64,
     stats: Stats,
-    /// Probe in flight: token -> cluster index.
-    probes: HashMap<u32, usize>,
+    /// Probes and shadow copies in flight, by token (one map: each map type is its
+    /// own copy of the table code in the .wasm).
+    calls: HashMap<u32, Call>,
     /// Shadow copies: queued by the HTTP contexts, sent by the timer.
     outbox: Rc<Outbox>,
-    /// Shadow call in flight: token -> service, and the outbox place it holds.
-    shadows: HashMap<u32, (usize, Ticket)>,
     /// The timer runs every `MIRROR_TICK` with a mirror; the rest of its work keeps its
     /// own period.
     work_period_ms: u64,
     next_work: u64,
     next_probe: Vec<u64>,
+    /// Per cluster, the counts one flush adds to its shared window (all zero between
+    /// flushes), and the clusters that have some.
+    window_sums: Vec<Counts>,
+    touched: Vec<usize>,
     /// What the view was last built from, to rebuild it only on change.
     seen: Seen,
+}
+
+/// What a `dispatch_http_call` token stands for.
+enum Call {
+    /// A health probe of the cluster with this index.
+    Probe(usize),
+    /// A shadow copy for this service, holding its place in the outbox until answered.
+    Shadow(usize, Ticket),
 }
 
 fn seed() -> u64 {
@@ -117,12 +129,13 @@ impl CanaryRoot {
             fingerprint: String::new(),
             loaded_at: 0,
             stats: Stats::default(),
-            probes: HashMap::new(),
+            calls: HashMap::new(),
             outbox: Rc::new(Outbox::default()),
-            shadows: HashMap::new(),
             work_period_ms: 0,
             next_work: 0,
             next_probe: Vec::new(),
+            window_sums: Vec::new(),
+            touched: Vec::new(),
             seen: Seen::default(),
         }
     }
@@ -139,7 +152,6 @@ impl CanaryRoot {
 
     /// Merges this VM's response counts into the shared windows and Envoy stats.
     fn flush(&mut self, now: u64) {
-        let mut windows: HashMap<usize, Counts> = HashMap::new();
         let router = Rc::clone(&self.router);
         for (slot, delta) in self.counters.drain() {
             let Some((si, ri)) = self.plan.owner_of_slot(slot) else {
@@ -159,15 +171,26 @@ impl CanaryRoot {
                     }
                 }
             }
-            if self.plan.windowed(slot) {
-                if let Some(cluster) = self.plan.cluster_of_slot(slot) {
-                    let c = windows.entry(cluster).or_default();
-                    c.total += delta.counts().total;
-                    c.errors += delta.counts().errors;
+            // A zero delta would add nothing to the window's sums.
+            if self.plan.windowed(slot) && delta.counts().total > 0 {
+                let sum = self.plan.cluster_of_slot(slot).and_then(|cluster| {
+                    let sum = self.window_sums.get_mut(cluster)?;
+                    if *sum == Counts::default() {
+                        self.touched.push(cluster);
+                    }
+                    Some(sum)
+                });
+                if let Some(sum) = sum {
+                    sum.total += delta.counts().total;
+                    sum.errors += delta.counts().errors;
                 }
             }
         }
-        for (cluster, counts) in windows {
+        for cluster in self.touched.drain(..) {
+            let Some(sum) = self.window_sums.get_mut(cluster) else {
+                continue;
+            };
+            let counts = std::mem::take(sum);
             if let Some(c) = self.plan.clusters.get(cluster) {
                 shared::update(&key("window", &c.name), |old| {
                     let mut w = Window::decode(old.unwrap_or_default());
@@ -215,8 +238,8 @@ impl CanaryRoot {
                     });
                     if ejected {
                         warn!(
-                            "service {:?}: revision {:?} ejected for {} ms: {} errors in {} responses ({}%) over {} ms, above {}%",
-                            service.name, revision.name, outlier.ejection_ms, counts.errors, counts.total,
+                            "service {}: revision {} ejected for {} ms: {} errors in {} responses ({}%) over {} ms, above {}%",
+                            Quoted(&service.name), Quoted(&revision.name), outlier.ejection_ms, counts.errors, counts.total,
                             one_decimal(100.0 * counts.rate()), outlier.rate.window_ms, one_decimal(100.0 * outlier.rate.max_error_rate)
                         );
                         self.stats
@@ -255,8 +278,8 @@ impl CanaryRoot {
                     .get(canary.rolled)
                     .map_or("?", |r| &*r.name);
                 warn!(
-                    "service {:?}: canary {:?} rolled back, 100% to {:?}: {} errors in {} responses ({}%) over {} ms, above {}% (until the configuration changes)",
-                    service.name, revision.name, stable, counts.errors, counts.total, one_decimal(100.0 * counts.rate()),
+                    "service {}: canary {} rolled back, 100% to {}: {} errors in {} responses ({}%) over {} ms, above {}% (until the configuration changes)",
+                    Quoted(&service.name), Quoted(&revision.name), Quoted(stable), counts.errors, counts.total, one_decimal(100.0 * counts.rate()),
                     policy.window_ms, one_decimal(100.0 * policy.max_error_rate)
                 );
                 self.stats.add(service_stat(&service.name, "rollbacks"), 1);
@@ -285,7 +308,12 @@ impl CanaryRoot {
                 continue;
             };
             let due = self.next_probe.get(ci).copied().unwrap_or(0);
-            if now < due || self.probes.values().any(|&c| c == ci) {
+            if now < due
+                || self
+                    .calls
+                    .values()
+                    .any(|c| matches!(c, Call::Probe(p) if *p == ci))
+            {
                 continue;
             }
             if let Some(next) = self.next_probe.get_mut(ci) {
@@ -300,7 +328,7 @@ impl CanaryRoot {
             let timeout = Duration::from_millis(check.timeout_ms);
             match self.dispatch_http_call(&cluster.name, headers, None, vec![], timeout) {
                 Ok(token) => {
-                    self.probes.insert(token, ci);
+                    self.calls.insert(token, Call::Probe(ci));
                 }
                 Err(_) => self.record_probe(ci, false),
             }
@@ -332,8 +360,8 @@ impl CanaryRoot {
                 "not ready"
             };
             info!(
-                "cluster {:?} is {state} ({} on {})",
-                c.name,
+                "cluster {} is {state} ({} on {})",
+                Quoted(&c.name),
                 if ok { "success" } else { "failure" },
                 check.path
             );
@@ -418,11 +446,11 @@ impl CanaryRoot {
                     (v.unwrap_or(&[0]) != flag).then(|| flag.to_vec())
                 });
                 if flipped && new.fail_open {
-                    warn!("service {:?}: no revision of its split is available; routing by the configured split (fail open)", s.name);
+                    warn!("service {}: no revision of its split is available; routing by the configured split (fail open)", Quoted(&s.name));
                 } else if flipped {
                     info!(
-                        "service {:?}: revisions available again; fail open ended",
-                        s.name
+                        "service {}: revisions available again; fail open ended",
+                        Quoted(&s.name)
                     );
                 }
             }
@@ -453,7 +481,8 @@ impl CanaryRoot {
                 hostcalls::dispatch_http_call(&revision.cluster, headers, body, vec![], timeout);
             let metric = match sent {
                 Ok(token) => {
-                    self.shadows.insert(token, (shadow.service, shadow.ticket));
+                    self.calls
+                        .insert(token, Call::Shadow(shadow.service, shadow.ticket));
                     "mirror_requests"
                 }
                 Err(_) => "mirror_failures",
@@ -474,7 +503,7 @@ impl CanaryRoot {
         let status = (num_headers > 0)
             .then(|| header(MapType::HttpCallResponseHeaders, ":status"))
             .flatten()
-            .and_then(|s| s.parse::<u16>().ok());
+            .and_then(|s| crate::text::digits(&s));
         let metric = match status.map(|s| s / 100) {
             Some(2) => "mirror_responses_2xx",
             Some(3) => "mirror_responses_3xx",
@@ -533,12 +562,13 @@ impl Context for CanaryRoot {
         _body_size: usize,
         _num_trailers: usize,
     ) {
-        if let Some((service, _ticket)) = self.shadows.remove(&token_id) {
-            self.shadow_answered(service, num_headers);
-            return;
-        }
-        let Some(cluster) = self.probes.remove(&token_id) else {
-            return;
+        let cluster = match self.calls.remove(&token_id) {
+            Some(Call::Probe(cluster)) => cluster,
+            Some(Call::Shadow(service, _ticket)) => {
+                self.shadow_answered(service, num_headers);
+                return;
+            }
+            None => return,
         };
         // No headers: timeout, reset or connect failure.
         let ok = num_headers > 0
@@ -575,6 +605,8 @@ impl RootContext for CanaryRoot {
         }
         self.counters = Rc::new(Counters::new(plan.slot_count()));
         self.next_probe = vec![0; plan.clusters.len()];
+        self.window_sums = vec![Counts::default(); plan.clusters.len()];
+        self.touched.clear();
         self.view = Rc::new(View::configured(&router));
         self.seen = Seen::default();
         let work = if plan.active {
@@ -877,7 +909,8 @@ impl HttpContext for CanaryHttp {
         }
         if let Some(slot) = self.slot.take() {
             let status = header(MapType::HttpResponseHeaders, ":status")
-                .and_then(|s| s.parse::<u16>().ok())
+                .and_then(|s| crate::text::digits(&s))
+                .and_then(|n| u16::try_from(n).ok())
                 .unwrap_or(0);
             self.counters.response(slot, status);
         }

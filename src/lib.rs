@@ -15,11 +15,13 @@ pub mod model_path;
 pub mod names;
 pub mod numfmt;
 pub mod plan;
+mod quoted;
 pub mod rng;
 pub mod router;
 pub mod split;
 pub mod status;
 pub mod steps;
+mod text;
 pub mod view;
 
 #[cfg(target_arch = "wasm32")]

@@ -101,7 +101,7 @@ pub fn copy_headers(
 /// Whether a declared `content-length` already rules the copy out.
 pub fn declared_too_large(content_length: Option<&str>, max_body: usize) -> bool {
     content_length
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(|v| crate::text::digits(v.trim()))
         .is_some_and(|n| n > max_body as u64)
 }
 

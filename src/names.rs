@@ -79,14 +79,15 @@ fn checked_dns_name(name: &str) -> Result<String, &'static str> {
 
 /// An authority to send upstream: a DNS name with an optional `:port`.
 pub fn authority(value: &str) -> Result<String, &'static str> {
-    match value.rsplit_once(':') {
+    match crate::text::split_last(value, b':') {
         Some((host, port)) => {
-            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+            let Some(p) = crate::text::digits(port) else {
                 return Err("the port must be a number");
-            }
-            match port.parse::<u16>() {
-                Ok(p) if p > 0 => Ok(format!("{}:{port}", dns_name(host)?)),
-                _ => Err("the port must be in 1..65535"),
+            };
+            if (1..=65535).contains(&p) {
+                Ok(format!("{}:{port}", dns_name(host)?))
+            } else {
+                Err("the port must be in 1..65535")
             }
         }
         None => dns_name(value),

@@ -343,7 +343,7 @@ impl Service {
         match (&self.steps, self.canary) {
             (Some(steps), Some(c)) => {
                 let p = steps.percent(now_ms);
-                Split::new([(c.ready, p), (c.rolled, 100 - p)])
+                Split::new(&[(c.ready, p), (c.rolled, 100 - p)])
             }
             _ => self.split.clone(),
         }

@@ -24,10 +24,12 @@ struct Entry {
 impl Split {
     /// `weights` are `(revision index, percent)`; the caller has checked that they sum
     /// to 100. Zero shares own no bucket.
-    pub fn new(weights: impl IntoIterator<Item = (usize, u32)>) -> Split {
+    /// (A slice, not a generic iterator: one copy of this code in the .wasm.)
+    pub fn new(weights: &[(usize, u32)]) -> Split {
         let mut end = 0;
         let entries = weights
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|&(_, pct)| pct > 0)
             .map(|(revision, pct)| {
                 end += pct * (BUCKETS / 100);
@@ -61,7 +63,7 @@ impl Split {
 
     /// The split among the revisions `keep` accepts, each keeping its share relative to
     /// the others and its place in bucket order; `None` when none of them has a share.
-    pub fn restricted(&self, keep: impl Fn(usize) -> bool) -> Option<Split> {
+    pub fn restricted(&self, keep: &dyn Fn(usize) -> bool) -> Option<Split> {
         let mut start = 0;
         let kept: Vec<(usize, u32)> = self
             .entries
@@ -125,7 +127,7 @@ pub fn sticky_bucket(value: &str) -> u32 {
 pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header
         .split(';')
-        .filter_map(|pair| pair.trim().split_once('='))
+        .filter_map(|pair| crate::text::split_first(pair.trim(), b'='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim_matches('"'))
         .filter(|v| !v.is_empty())
@@ -173,7 +175,7 @@ mod tests {
 
     #[test]
     fn buckets_follow_list_order() {
-        let s = Split::new([(1, 10), (0, 90)]);
+        let s = Split::new(&[(1, 10), (0, 90)]);
         assert_eq!(s.for_bucket(0), 1);
         assert_eq!(s.for_bucket(999), 1);
         assert_eq!(s.for_bucket(1000), 0);
@@ -183,7 +185,7 @@ mod tests {
 
     #[test]
     fn zero_shares_get_nothing() {
-        let s = Split::new([(1, 0), (0, 100)]);
+        let s = Split::new(&[(1, 0), (0, 100)]);
         assert_eq!(s.percents().collect::<Vec<_>>(), vec![(0, 100)]);
         let mut rng = Rng::new(7);
         assert!((0..1000).all(|_| s.pick(&mut rng) == 0));
@@ -191,7 +193,7 @@ mod tests {
 
     #[test]
     fn draws_match_the_weights() {
-        let s = Split::new([(0, 10), (1, 30), (2, 60)]);
+        let s = Split::new(&[(0, 10), (1, 30), (2, 60)]);
         let mut rng = Rng::new(3);
         let mut counts = [0u32; 3];
         let n = 100_000;
@@ -211,24 +213,24 @@ mod tests {
 
     #[test]
     fn restricted_splits_keep_relative_shares() {
-        let s = Split::new([(0, 10), (1, 30), (2, 60)]);
-        let r = s.restricted(|rev| rev != 2).unwrap();
+        let s = Split::new(&[(0, 10), (1, 30), (2, 60)]);
+        let r = s.restricted(&|rev| rev != 2).unwrap();
         assert_eq!(r.shares().collect::<Vec<_>>(), vec![(0, 2500), (1, 7500)]);
         assert_eq!(
-            s.restricted(|rev| rev == 1)
+            s.restricted(&|rev| rev == 1)
                 .unwrap()
                 .shares()
                 .collect::<Vec<_>>(),
             vec![(1, 10_000)]
         );
-        assert_eq!(s.restricted(|_| true), Some(s.clone()));
-        assert_eq!(s.restricted(|_| false), None);
+        assert_eq!(s.restricted(&|_| true), Some(s.clone()));
+        assert_eq!(s.restricted(&|_| false), None);
         // Thirds round so the buckets still sum to 10,000.
-        let thirds = Split::new([(0, 33), (1, 33), (2, 34)])
-            .restricted(|rev| rev != 2)
+        let thirds = Split::new(&[(0, 33), (1, 33), (2, 34)])
+            .restricted(&|rev| rev != 2)
             .unwrap();
         assert_eq!(thirds.shares().map(|(_, w)| w).sum::<u32>(), BUCKETS);
-        assert_eq!(Split::new([(0, 100)]).restricted(|rev| rev == 1), None);
+        assert_eq!(Split::new(&[(0, 100)]).restricted(&|rev| rev == 1), None);
     }
 
     #[test]
@@ -239,7 +241,7 @@ mod tests {
             vec![(0, 1), (1, 99)],
             vec![(0, 100)],
         ] {
-            let split = Split::new(weights.clone());
+            let split = Split::new(&weights);
             let interleave = Interleave::new(&split);
             let mut counts = [0f64; 3];
             for n in 1..=20_000u32 {
@@ -265,8 +267,8 @@ mod tests {
             .count();
         assert!((9_525..10_475).contains(&low), "{low}");
         // Raising the canary share only moves users onto the canary.
-        let s10 = Split::new([(1, 10), (0, 90)]);
-        let s20 = Split::new([(1, 20), (0, 80)]);
+        let s10 = Split::new(&[(1, 10), (0, 90)]);
+        let s20 = Split::new(&[(1, 20), (0, 80)]);
         for i in 0..10_000 {
             let b = sticky_bucket(&format!("u{i}"));
             if s10.for_bucket(b) == 1 {
@@ -289,7 +291,7 @@ mod tests {
 
     #[test]
     fn one_percent_is_a_hundred_buckets() {
-        let s = Split::new([(0, 1), (1, 99)]);
+        let s = Split::new(&[(0, 1), (1, 99)]);
         assert_eq!((0..BUCKETS).filter(|&b| s.for_bucket(b) == 0).count(), 100);
     }
 }

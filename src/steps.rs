@@ -2,6 +2,8 @@
 //! by wall-clock time since `startTime`, so every worker and every replica agree without
 //! talking to each other.
 
+use crate::text::digits;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Steps {
     /// Canary percent of each step, in order.
@@ -29,9 +31,7 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let bytes = text.as_bytes();
     let num = |from: usize, len: usize| -> Option<i64> {
         let part = text.get(from..from + len)?;
-        part.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| part.parse().ok())?
+        digits(part).and_then(|n| i64::try_from(n).ok())
     };
     if bytes.len() < 20
         || bytes.get(4) != Some(&b'-')
@@ -58,18 +58,18 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let mut rest = text.get(19..)?;
     let mut millis = 0;
     if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
+        let count = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if count == 0 {
             return None;
         }
-        let ms: String = fraction
-            .get(..digits)?
-            .chars()
-            .chain("000".chars())
+        // The first three digits, padded with zeros: milliseconds.
+        millis = fraction
+            .bytes()
+            .take(count)
+            .chain(*b"000")
             .take(3)
-            .collect();
-        millis = ms.parse::<i64>().ok()?;
-        rest = fraction.get(digits..)?;
+            .fold(0, |ms, b| ms * 10 + i64::from(b - b'0'));
+        rest = fraction.get(count..)?;
     }
     let offset_minutes = match rest {
         "Z" | "z" => 0,
@@ -83,8 +83,8 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
                 return None;
             }
             let (h, m) = (
-                rest.get(1..3)?.parse::<i64>().ok()?,
-                rest.get(4..6)?.parse::<i64>().ok()?,
+                i64::try_from(digits(rest.get(1..3)?)?).ok()?,
+                i64::try_from(digits(rest.get(4..6)?)?).ok()?,
             );
             if h > 23 || m > 59 {
                 return None;

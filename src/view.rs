@@ -95,7 +95,7 @@ impl View {
                     .filter(|_| service.auto_rollback.is_some() && rolled_back(index));
                 let configured = service.split_at(now_ms);
                 let base = match rolled {
-                    Some(c) => Split::new([(c.rolled, 100)]),
+                    Some(c) => Split::new(&[(c.rolled, 100)]),
                     None => configured.clone(),
                 };
                 // The common case: every revision available, nothing rolled back, a split
@@ -121,9 +121,9 @@ impl View {
                     .map(|(ri, r)| state(index, ri, &r.cluster).ejected)
                     .collect();
                 let not_ejected = |rev: usize| ejected.get(rev) == Some(&false);
-                let (split, fail_open) = match base.restricted(available) {
+                let (split, fail_open) = match base.restricted(&available) {
                     Some(split) => (split, false),
-                    None => (base.restricted(not_ejected).unwrap_or(base), true),
+                    None => (base.restricted(&not_ejected).unwrap_or(base), true),
                 };
                 ServiceView {
                     configured,

@@ -50,7 +50,7 @@ def test_compose_file_mounts_what_the_repo_has():
     assert sources, compose
     for src in sources:
         path = (ENVOY_DIR / src).resolve()
-        assert path.exists(), f"{src} (resolved {path}) is mounted but missing; run make wasm"
+        assert path.exists(), f"{src} (resolved {path}) is mounted but missing; run make opt"
     assert Path(ENVOY_DIR / "envoy.yaml").resolve() in [(ENVOY_DIR / s).resolve() for s in sources]
 
 
