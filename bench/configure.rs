@@ -1,0 +1,128 @@
+//! Native measurement of what `on_configure` does for `make bench`'s variant f (10,000
+//! services): `config::parse`, `Plan::new` and `View::configured`, on the same bytes
+//! bench/bench.py hands Envoy (its `plugin_f()` through Python's `json.dumps`).
+//!
+//!     cargo run --release --example configure [ROUNDS]     # wall time per phase
+//!     cargo build --release --example configure && valgrind --tool=callgrind \
+//!         --callgrind-out-file=target/configure.cg target/release/examples/configure 1
+//!     callgrind_annotate --inclusive=yes target/configure.cg | grep phase_
+//!
+//! With one round, callgrind's `phase_*` lines are the instructions of each phase (the
+//! document is built before them) and the `malloc` line counts allocations.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use canary_router::plan::Plan;
+use canary_router::view::View;
+use canary_router::Router;
+
+/// bench.py's SERVICES_F.
+const SERVICES: usize = 10_000;
+
+/// bench.py's `service()` as `json.dumps` writes it.
+fn service(out: &mut String, name: &str, host: &str, cluster: &str) {
+    out.push_str(&format!(
+        "{{\"name\": \"{name}\", \"hosts\": [\"{host}\"], \"revisions\": [\
+         {{\"name\": \"{name}-predictor-00001\", \"cluster\": \"{cluster}-1\"}}, \
+         {{\"name\": \"{name}-predictor-00002\", \"cluster\": \"{cluster}-2\"}}], \
+         \"latestRolledoutRevision\": \"{name}-predictor-00001\", \
+         \"latestReadyRevision\": \"{name}-predictor-00002\", \"canaryTrafficPercent\": 10}}"
+    ));
+}
+
+/// bench.py's `plugin_f()`: the benchmarked service in the middle of the list.
+fn plugin_f() -> String {
+    let mut out = String::from("{\"services\": [");
+    let mut written = 0;
+    let mut next = 0;
+    while written < SERVICES {
+        if written > 0 {
+            out.push_str(", ");
+        }
+        if written == SERVICES / 2 {
+            service(
+                &mut out,
+                "bench-f",
+                "bench-model.bench.example.com",
+                "bench-f",
+            );
+        } else {
+            let name = format!("svc-{next:05}");
+            service(&mut out, &name, &format!("{name}.bench.example.com"), &name);
+            next += 1;
+        }
+        written += 1;
+    }
+    out.push_str("]}");
+    out
+}
+
+#[inline(never)]
+fn phase_parse(bytes: &[u8]) -> Router {
+    match canary_router::parse(bytes) {
+        Ok(router) => router,
+        Err(e) => {
+            eprintln!("configuration rejected: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[inline(never)]
+fn phase_plan(router: &Router) -> Plan {
+    Plan::new(router)
+}
+
+#[inline(never)]
+fn phase_view(router: &Router) -> View {
+    View::configured(router)
+}
+
+#[inline(never)]
+fn phase_drop(router: Router, plan: Plan, view: View) {
+    drop((router, plan, view));
+}
+
+fn main() {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20);
+    let text = plugin_f();
+    if std::env::var_os("CONFIGURE_DUMP").is_some() {
+        println!("{text}");
+        return;
+    }
+    let verbose = std::env::var_os("CONFIGURE_VERBOSE").is_some();
+    let mut best = [f64::MAX; 4];
+    for round in 0..rounds {
+        let t0 = Instant::now();
+        let router = phase_parse(black_box(text.as_bytes()));
+        let t1 = Instant::now();
+        let plan = phase_plan(&router);
+        let t2 = Instant::now();
+        let view = phase_view(&router);
+        let t3 = Instant::now();
+        phase_drop(black_box(router), black_box(plan), black_box(view));
+        let t4 = Instant::now();
+        let ms = [(t0, t1), (t1, t2), (t2, t3), (t3, t4)].map(|(a, z)| (z - a).as_secs_f64() * 1e3);
+        if verbose {
+            println!(
+                "round {round}: parse {:.2} ms, plan {:.2} ms, view {:.2} ms, drop {:.2} ms",
+                ms[0], ms[1], ms[2], ms[3]
+            );
+        }
+        for (b, m) in best.iter_mut().zip(ms) {
+            *b = b.min(m);
+        }
+    }
+    println!(
+        "{SERVICES} services, {} bytes, best of {rounds}: parse {:.2} ms, plan {:.2} ms, view {:.2} ms, drop {:.2} ms",
+        text.len(),
+        best[0],
+        best[1],
+        best[2],
+        best[3]
+    );
+}
