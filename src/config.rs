@@ -4,9 +4,10 @@
 
 use std::borrow::Cow;
 
+use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 
-use crate::decode::{from_json, Error as DecodeError, Fail, Segment};
+use crate::decode::{from_json, same, Error as DecodeError, Fail, Segment};
 use crate::error::{ConfigError, ErrorKind};
 use crate::health::{HealthCheck, Outlier, RatePolicy, BUCKET_MS, MAX_WINDOW_BUCKETS};
 use crate::mirror::{Mirror, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MS, MAX_BODY_BYTES_LIMIT};
@@ -168,6 +169,14 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
     compile(&raw)
 }
 
+/// Only the decoding part of [`parse`] (for bench/configure.rs): the number of services.
+#[doc(hidden)]
+pub fn decode_only(bytes: &[u8]) -> Option<usize> {
+    crate::decode::from_slice::<RawConfig>(bytes)
+        .ok()
+        .map(|raw| raw.services.len())
+}
+
 /// Names the service a shape error is in, so the message reads like the others.
 fn json_error(bytes: &[u8], err: DecodeError) -> ConfigError {
     use crate::json::{lookup, Step, Value};
@@ -257,7 +266,8 @@ fn compile(raw: &RawConfig<'_>) -> Result<Router, ConfigError> {
                 field: format!("services[{index}].name"),
             }));
         }
-        if service_names.contains_key(name) {
+        // Inserted before the service compiles: an error fails the whole configuration.
+        if service_names.insert(name, index).is_some() {
             return Err(fail(ErrorKind::DuplicateService {
                 name: name.to_owned(),
             }));
@@ -267,7 +277,6 @@ fn compile(raw: &RawConfig<'_>) -> Result<Router, ConfigError> {
         register_hosts(&mut router, index, &service, raw_service).map_err(fail)?;
         router.tag_routing |= !service.tags.is_empty();
         router.services.push(service);
-        service_names.insert(name, index);
     }
     Ok(router)
 }
@@ -298,7 +307,7 @@ fn compile_service(
     let resolve = |field: &str, name: &str| {
         revisions
             .iter()
-            .position(|r| *r.name == *name)
+            .position(|r| same(r.name.as_bytes(), name.as_bytes()))
             .ok_or_else(|| ErrorKind::UnknownRevision {
                 field: field.into(),
                 value: name.into(),
@@ -503,6 +512,10 @@ fn host_key(host: &str) -> String {
         Some(b'.') => host.get(..host.len() - 1).unwrap_or(host),
         _ => host,
     };
+    // Usually written in lowercase: checked eight bytes at a time, then copied.
+    if crate::authority::is_lowercase(name) {
+        return name.to_owned();
+    }
     name.to_ascii_lowercase()
 }
 
@@ -527,7 +540,10 @@ fn compile_revisions(raw: &[RawRevision<'_>]) -> Result<Vec<Revision>, ErrorKind
                 reason,
             });
         }
-        if revisions.iter().any(|other| *other.name == *r.name) {
+        if revisions
+            .iter()
+            .any(|other| same(other.name.as_bytes(), r.name.as_bytes()))
+        {
             return Err(ErrorKind::DuplicateRevision {
                 field: field("name"),
                 name: r.name.to_string(),
@@ -1056,25 +1072,30 @@ fn claim(
     host: String,
     route: HostRoute,
 ) -> Result<(), ErrorKind> {
-    if let Some(existing) = router.hosts.get(host.as_str()) {
-        let owner = router
-            .services
-            .get(existing.service)
-            .map_or(service, |s| &*s.name);
-        let other = match (existing.tag.is_some(), owner == service) {
-            (false, false) => format!("service {owner:?}"),
-            (true, false) => format!("a tag host of service {owner:?}"),
-            (false, true) => "another host of this service".to_owned(),
-            (true, true) => "another tag host of this service".to_owned(),
-        };
-        return Err(ErrorKind::HostConflict {
-            field: field(),
-            host,
-            other,
-        });
-    }
-    router.hosts.insert(host.into(), route);
-    Ok(())
+    // One lookup: a conflict fails the whole configuration anyway.
+    let taken = match router.hosts.entry(host.into_boxed_str()) {
+        Entry::Vacant(slot) => {
+            slot.insert(route);
+            return Ok(());
+        }
+        Entry::Occupied(taken) => taken,
+    };
+    let existing = taken.get();
+    let owner = router
+        .services
+        .get(existing.service)
+        .map_or(service, |s| &*s.name);
+    let other = match (existing.tag.is_some(), owner == service) {
+        (false, false) => format!("service {owner:?}"),
+        (true, false) => format!("a tag host of service {owner:?}"),
+        (false, true) => "another host of this service".to_owned(),
+        (true, true) => "another tag host of this service".to_owned(),
+    };
+    Err(ErrorKind::HostConflict {
+        field: field(),
+        host: taken.key().to_string(),
+        other,
+    })
 }
 
 impl Router {

@@ -171,10 +171,10 @@ pub trait FromJson<'a>: Sized {
 
 impl<'a> FromJson<'a> for Cow<'a, str> {
     fn from_json(p: &mut Parser<'a>) -> Result<Self, Fail> {
-        match p.value()? {
-            Value::String(s) => Ok(s),
-            other => Err(invalid_type(&other, "a string").into()),
+        if p.peek_value()? != b'"' {
+            return mismatch(p, "a string");
         }
+        Ok(p.string_value()?)
     }
 }
 
@@ -351,6 +351,57 @@ pub const fn camel<const N: usize>(snake: &str) -> [u8; N] {
     out
 }
 
+/// `a == b`, eight bytes at a time: the wasm build's `memcmp` (which `==` calls) goes
+/// byte by byte.
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| {
+        s.get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map(u64::from_le_bytes)
+    };
+    if len < 8 {
+        let half = |s: &[u8], at: usize| {
+            s.get(at..at + 4)
+                .and_then(|w| <[u8; 4]>::try_from(w).ok())
+                .map(u32::from_le_bytes)
+        };
+        return if len >= 4 {
+            // Two overlapping halves.
+            half(a, 0) == half(b, 0) && half(a, len - 4) == half(b, len - 4)
+        } else {
+            a.iter().zip(b).all(|(x, y)| x == y)
+        };
+    }
+    let mut at = 0;
+    while at + 8 < len {
+        if word(a, at) != word(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    // The last word ends at the end (it may overlap the one before).
+    word(a, len - 8) == word(b, len - 8)
+}
+
+/// The fields that must be present: neither `#[default]` nor `Option` (bit i: field i).
+pub const fn required(fields: &[Field]) -> u64 {
+    let mut rest = fields;
+    let mut bit = 1u64;
+    let mut mask = 0;
+    while let [field, tail @ ..] = rest {
+        if !field.default && !field.optional {
+            mask |= bit;
+        }
+        bit <<= 1;
+        rest = tail;
+    }
+    mask
+}
+
 /// serde's message for a key that is no field of the struct.
 fn unknown_field(key: &str, fields: &[Field]) -> Error {
     let mut message = format!("unknown field `{key}`, ");
@@ -382,10 +433,11 @@ pub fn decode_struct<'a>(
     p: &mut Parser<'a>,
     name: &str,
     fields: &[Field],
+    required: u64,
     set: &mut dyn FnMut(usize, &mut Parser<'a>) -> Result<(), Fail>,
 ) -> Result<(), Fail> {
     match p.peek_value()? {
-        b'{' => decode_object(p, fields, set),
+        b'{' => decode_object(p, fields, required, set),
         b'[' => decode_array(p, name, fields, set),
         _ => mismatch(p, &format!("struct {name}")),
     }
@@ -399,6 +451,7 @@ type BadKey<'a> = (Cow<'a, str>, Option<(usize, Error)>);
 fn decode_object<'a>(
     p: &mut Parser<'a>,
     fields: &[Field],
+    required: u64,
     set: &mut dyn FnMut(usize, &mut Parser<'a>) -> Result<(), Fail>,
 ) -> Result<(), Fail> {
     p.begin()?;
@@ -407,13 +460,21 @@ fn decode_object<'a>(
     // The keys that are no field (`None`) or whose last value does not fit.
     let mut bad: Vec<BadKey<'a>> = Vec::new();
     let mut first = true;
+    // Keys usually come in declaration order: the field after the last one is tried first.
+    let mut next = 0;
     while let Some(key) = p.next_key(first)? {
         first = false;
-        let Some(index) = fields.iter().position(|f| f.name == key.as_bytes()) else {
+        let key_is = |f: &Field| f.name.len() == key.len() && same(f.name, key.as_bytes());
+        let found = match fields.get(next) {
+            Some(f) if key_is(f) => Some(next),
+            _ => fields.iter().position(key_is),
+        };
+        let Some(index) = found else {
             p.value()?;
             bad.push((key, None));
             continue;
         };
+        next = index + 1;
         seen |= 1u64.checked_shl(index as u32).unwrap_or(0);
         let result = set(index, p);
         if !bad.is_empty() {
@@ -433,11 +494,13 @@ fn decode_object<'a>(
         };
         return Err(error.at(Segment::Key(key.into_owned())).into());
     }
-    for (index, field) in fields.iter().enumerate() {
-        let seen = seen & 1u64.checked_shl(index as u32).unwrap_or(0) != 0;
-        if !seen && !field.default && !field.optional {
-            return Err(Error::new(format!("missing field `{}`", field.name())).into());
-        }
+    // The first missing one in declaration order.
+    let missing = required & !seen;
+    if missing != 0 {
+        let name = fields
+            .get(missing.trailing_zeros() as usize)
+            .map_or("", Field::name);
+        return Err(Error::new(format!("missing field `{name}`")).into());
     }
     Ok(())
 }
@@ -513,6 +576,7 @@ macro_rules! from_json {
                 },
             )*];
             const FITS: () = assert!(Self::FIELDS.len() <= 64, "decode_struct keeps a 64-bit mask");
+            const REQUIRED: u64 = $crate::decode::required(Self::FIELDS);
         }
 
         impl<$lt> $crate::decode::FromJson<$lt> for $name $($generics)* {
@@ -522,7 +586,7 @@ macro_rules! from_json {
                 #[allow(clippy::let_unit_value)]
                 let () = Self::FITS;
                 let mut out = Self::default();
-                $crate::decode::decode_struct(p, stringify!($name), Self::FIELDS, &mut |index, p| {
+                $crate::decode::decode_struct(p, stringify!($name), Self::FIELDS, Self::REQUIRED, &mut |index, p| {
                     let mut i = 0usize;
                     $(
                         if index == i {
@@ -706,6 +770,30 @@ mod tests {
                 "invalid type: string \"x\\u{1}\", expected struct Inner".into()
             )
         );
+    }
+
+    #[test]
+    fn same_is_slice_equality() {
+        let text = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        for i in 0..text.len() {
+            for j in i..text.len() {
+                let a = &text[i..j];
+                let mut b = a.to_vec();
+                assert!(same(a, &b));
+                for k in 0..b.len() {
+                    b[k] ^= 1;
+                    assert!(!same(a, &b), "{a:?} {b:?}");
+                    b[k] ^= 1;
+                }
+                assert!(!same(a, &text[i..=j]));
+            }
+        }
+    }
+
+    #[test]
+    fn required_fields_are_neither_options_nor_defaults() {
+        assert_eq!(Outer::REQUIRED, 0b1);
+        assert_eq!(Inner::REQUIRED, 0b11);
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl View {
                 if rolled.is_none() && base.is_full() && unavailable.iter().all(Option::is_none) {
                     return ServiceView {
                         configured,
-                        interleave: Interleave::new(&base),
+                        interleave: interleave(service.exact, &base),
                         split: base,
                         unavailable,
                         rolled_back: false,
@@ -127,7 +127,7 @@ impl View {
                 };
                 ServiceView {
                     configured,
-                    interleave: Interleave::new(&split),
+                    interleave: interleave(service.exact, &split),
                     split,
                     unavailable,
                     rolled_back: rolled.is_some(),
@@ -140,6 +140,15 @@ impl View {
 
     pub fn service(&self, index: usize) -> Option<&ServiceView> {
         self.services.get(index)
+    }
+}
+
+/// The interleave of a `split: exact` service; the others draw at random and need none.
+fn interleave(exact: bool, split: &Split) -> Interleave {
+    if exact {
+        Interleave::new(split)
+    } else {
+        Interleave::default()
     }
 }
 
