@@ -1043,26 +1043,26 @@ fn claim_model(
     field: String,
     model: &str,
 ) -> Result<(), ErrorKind> {
-    if let Some(existing) = router.models.get(model) {
-        let reason = if existing.service == index {
-            "listed twice"
-        } else {
-            "another service already serves this model (model names are unique across services)"
-        };
-        return Err(ErrorKind::InvalidValue {
-            field,
-            value: model.into(),
-            reason,
-        });
-    }
-    router.models.insert(
-        model.into(),
-        HostRoute {
-            service: index,
-            tag: None,
-        },
-    );
-    Ok(())
+    let taken = match router.models.entry(model.into()) {
+        Entry::Vacant(slot) => {
+            slot.insert(HostRoute {
+                service: index,
+                tag: None,
+            });
+            return Ok(());
+        }
+        Entry::Occupied(taken) => taken,
+    };
+    let reason = if taken.get().service == index {
+        "listed twice"
+    } else {
+        "another service already serves this model (model names are unique across services)"
+    };
+    Err(ErrorKind::InvalidValue {
+        field,
+        value: model.into(),
+        reason,
+    })
 }
 
 fn claim(

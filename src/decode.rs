@@ -193,42 +193,39 @@ impl<'a> FromJson<'a> for bool {
     }
 }
 
+/// The next value if it is a number, else serde's type error.
+fn number(p: &mut Parser<'_>, expected: &str) -> Result<Number, Fail> {
+    match p.value()? {
+        Value::Number(n) => Ok(n),
+        other => Err(invalid_type(&other, expected).into()),
+    }
+}
+
 impl<'a> FromJson<'a> for u64 {
     fn from_json(p: &mut Parser<'a>) -> Result<Self, Fail> {
-        let value = p.value()?;
-        if let Value::Number(n) = value {
-            if let Some(u) = n.as_u64() {
-                return Ok(u);
-            }
-            if let Some(i) = n.as_i64() {
-                return Err(invalid_integer(i, "u64").into());
-            }
+        let n = number(p, "u64")?;
+        match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Ok(u),
+            (None, Some(i)) => Err(invalid_integer(i, "u64").into()),
+            (None, None) => Err(invalid_type(&Value::Number(n), "u64").into()),
         }
-        Err(invalid_type(&value, "u64").into())
     }
 }
 
 impl<'a> FromJson<'a> for i64 {
     fn from_json(p: &mut Parser<'a>) -> Result<Self, Fail> {
-        let value = p.value()?;
-        if let Value::Number(n) = value {
-            if let Some(i) = n.as_i64() {
-                return Ok(i);
-            }
-            if let Some(u) = n.as_u64() {
-                return Err(invalid_integer(u, "i64").into());
-            }
+        let n = number(p, "i64")?;
+        match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Ok(i),
+            (None, Some(u)) => Err(invalid_integer(u, "i64").into()),
+            (None, None) => Err(invalid_type(&Value::Number(n), "i64").into()),
         }
-        Err(invalid_type(&value, "i64").into())
     }
 }
 
 impl<'a> FromJson<'a> for f64 {
     fn from_json(p: &mut Parser<'a>) -> Result<Self, Fail> {
-        match p.value()? {
-            Value::Number(n) => Ok(n.as_f64()),
-            other => Err(invalid_type(&other, "f64").into()),
-        }
+        number(p, "f64").map(Number::as_f64)
     }
 }
 
@@ -444,7 +441,7 @@ pub fn decode_struct<'a>(
 }
 
 /// A key of an object that is no field (`None`), or whose last value does not fit.
-type BadKey<'a> = (Cow<'a, str>, Option<(usize, Error)>);
+type BadKey<'a> = (Cow<'a, [u8]>, Option<(usize, Error)>);
 
 /// The object form: keys in document order, errors as serde reported them visiting the
 /// keys of a map in byte order.
@@ -464,10 +461,11 @@ fn decode_object<'a>(
     let mut next = 0;
     while let Some(key) = p.next_key(first)? {
         first = false;
-        let key_is = |f: &Field| f.name.len() == key.len() && same(f.name, key.as_bytes());
         let found = match fields.get(next) {
-            Some(f) if key_is(f) => Some(next),
-            _ => fields.iter().position(key_is),
+            Some(f) if f.name.len() == key.len() && same(f.name, &key) => Some(next),
+            _ => fields
+                .iter()
+                .position(|f| f.name.len() == key.len() && same(f.name, &key)),
         };
         let Some(index) = found else {
             p.value()?;
@@ -488,11 +486,12 @@ fn decode_object<'a>(
         }
     }
     if let Some((key, error)) = bad.into_iter().min_by(|a, b| a.0.cmp(&b.0)) {
+        let key = String::from_utf8_lossy(&key).into_owned();
         let error = match error {
             Some((_, e)) => e,
             None => unknown_field(&key, fields),
         };
-        return Err(error.at(Segment::Key(key.into_owned())).into());
+        return Err(error.at(Segment::Key(key)).into());
     }
     // The first missing one in declaration order.
     let missing = required & !seen;

@@ -299,9 +299,10 @@ impl<'a> Parser<'a> {
         Ok(true)
     }
 
-    /// In an object: the next key, past its `:` (the caller then reads its value), or
-    /// `None` at the `}` (consumed, one level up). `first`: no member has been read yet.
-    pub fn next_key(&mut self, first: bool) -> Result<Option<Cow<'a, str>>, Error> {
+    /// In an object: the next key (UTF-8), past its `:` (the caller then reads its
+    /// value), or `None` at the `}` (consumed, one level up). `first`: no member has been
+    /// read yet.
+    pub fn next_key(&mut self, first: bool) -> Result<Option<Cow<'a, [u8]>>, Error> {
         let Some(peek) = self.whitespace() else {
             return Err(self.peek_error(EOF_OBJECT));
         };
@@ -326,7 +327,7 @@ impl<'a> Parser<'a> {
             return Err(self.peek_error(EXPECTED_OBJECT_COMMA_OR_END));
         }
         self.index += 1;
-        let key = self.string()?;
+        let key = self.key()?;
         match self.whitespace() {
             Some(b':') => self.index += 1,
             Some(_) => return Err(self.peek_error(EXPECTED_COLON)),
@@ -338,15 +339,36 @@ impl<'a> Parser<'a> {
     /// The rest of a string after its opening quote.
     fn string(&mut self) -> Result<Cow<'a, str>, Error> {
         // Most strings: no escape, in a valid UTF-8 document.
-        let start = self.index;
-        let end = skip_plain(self.bytes, start);
-        if self.bytes.get(end) == Some(&b'"') {
+        if let Some((start, end)) = self.plain() {
             if let Some(s) = self.text.and_then(|t| t.get(start..end)) {
                 self.index = end + 1;
                 return Ok(Cow::Borrowed(s));
             }
         }
         self.string_slow()
+    }
+
+    /// A key: a string, as bytes (valid UTF-8; from a valid document without the
+    /// check per string that a `str` needs).
+    fn key(&mut self) -> Result<Cow<'a, [u8]>, Error> {
+        if let (Some(_), Some((start, end))) = (self.text, self.plain()) {
+            if let Some(key) = self.bytes.get(start..end) {
+                self.index = end + 1;
+                return Ok(Cow::Borrowed(key));
+            }
+        }
+        Ok(match self.string_slow()? {
+            Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+            Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+        })
+    }
+
+    /// The extent of the string starting here if it ends at the first `"`, `\\` or
+    /// control character.
+    fn plain(&self) -> Option<(usize, usize)> {
+        let start = self.index;
+        let end = skip_plain(self.bytes, start);
+        (self.bytes.get(end) == Some(&b'"')).then_some((start, end))
     }
 
     /// A string with escapes, or in a document that is not all UTF-8, or unterminated.
@@ -775,7 +797,7 @@ pub fn lookup<'a>(bytes: &'a [u8], path: &[Step]) -> Option<Value<'a>> {
                 let mut first = true;
                 while let Some(k) = p.next_key(first).ok()? {
                     first = false;
-                    if k == key {
+                    if *k == *key.as_bytes() {
                         found = Some(p.index);
                     }
                     p.value().ok()?;
@@ -843,6 +865,7 @@ pub mod tree {
                 p.begin()?;
                 let mut members: Vec<(Cow<str>, Json)> = Vec::new();
                 while let Some(key) = p.next_key(members.is_empty())? {
+                    let key = String::from_utf8(key.into_owned()).unwrap().into();
                     let value = value(p)?;
                     members.push((key, value));
                 }
