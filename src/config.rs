@@ -3,6 +3,7 @@
 //! a configuration that loads can be routed without a failure path per request.
 
 use std::borrow::Cow;
+use std::rc::Rc;
 
 use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
@@ -575,7 +576,7 @@ fn compile_revisions(raw: &[RawRevision<'_>]) -> Result<Vec<Revision>, ErrorKind
         };
         revisions.push(Revision {
             name: Box::from(&*r.name),
-            cluster: Box::from(&*r.cluster),
+            cluster: Rc::from(&*r.cluster),
             host,
         });
     }
@@ -989,6 +990,9 @@ fn url_path(field: &str, value: &str) -> Result<Box<str>, ErrorKind> {
 }
 
 /// Adds a service's hosts and, with tag routing, its `<tag>-<host>` names to the table.
+/// Not inlined into `compile`'s loop: V8 runs a long loop in its baseline code to the end
+/// of the call, and a function called per service in its optimised code soon.
+#[inline(never)]
 fn register_hosts(
     router: &mut Router,
     index: usize,
