@@ -3,7 +3,7 @@
 //! a configuration that loads can be routed without a failure path per request.
 
 use std::borrow::Cow;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
@@ -576,7 +576,7 @@ fn compile_revisions(raw: &[RawRevision<'_>]) -> Result<Vec<Revision>, ErrorKind
         };
         revisions.push(Revision {
             name: Box::from(&*r.name),
-            cluster: Rc::from(&*r.cluster),
+            cluster: Arc::from(&*r.cluster),
             host,
         });
     }

@@ -3,7 +3,7 @@
 //! bumps without any host call and the timer flushes.
 
 use std::cell::Cell;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use hashbrown::HashMap;
 
@@ -14,7 +14,7 @@ use crate::router::{Router, Service};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterPlan {
     /// The revision's own (a reference count, not a copy).
-    pub name: Rc<str>,
+    pub name: Arc<str>,
     /// Probe settings and `:authority` (from the first service that probes it).
     pub probe: Option<(HealthCheck, Box<str>)>,
     /// Errors are counted in shared windows (an outlier or rollback policy covers it).

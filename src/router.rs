@@ -2,7 +2,7 @@
 //! configuration (see `config`), read-only afterwards: lookups are one hash probe on a
 //! stack-normalised key, decisions touch no JSON and allocate nothing of their own.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use hashbrown::HashMap;
 
@@ -80,7 +80,7 @@ pub struct Canary {
 pub struct Revision {
     pub(crate) name: Box<str>,
     /// Shared with the timer's plan (`plan::ClusterPlan`), which names every cluster.
-    pub(crate) cluster: Rc<str>,
+    pub(crate) cluster: Arc<str>,
     /// Authority to send upstream instead of the client's.
     pub(crate) host: Option<Box<str>>,
 }
