@@ -1,14 +1,26 @@
-//! Native measurement of what `on_configure` does for `make bench`'s variant f (10,000
-//! services): `config::parse`, `Plan::new` and `View::configured`, on the same bytes
-//! bench/bench.py hands Envoy (its `plugin_f()` through Python's `json.dumps`).
+//! What `on_configure` does for `make bench`'s variant f (10,000 services), outside
+//! Envoy, on the same bytes bench/bench.py hands Envoy (its `plugin_f()` through Python's
+//! `json.dumps`). Phases: `parse` (config::parse: decoding, then compiling), `plan`
+//! (Plan::new), `view` (View::configured), `rest` (the rest of on_configure that needs no
+//! host: its copy of the bytes, the fingerprint, the counters, the log line's summary),
+//! `drop` (not part of on_configure) and, apart, `decode` (the decoding part of `parse`).
 //!
-//!     cargo run --release --example configure [ROUNDS]     # wall time per phase
-//!     cargo build --release --example configure && valgrind --tool=callgrind \
-//!         --callgrind-out-file=target/configure.cg target/release/examples/configure 1
-//!     callgrind_annotate --inclusive=yes target/configure.cg | grep phase_
+//!     cargo run --release --example configure [ROUNDS]   # best wall time per phase
 //!
-//! With one round, callgrind's `phase_*` lines are the instructions of each phase (the
-//! document is built before them) and the `malloc` line counts allocations.
+//! Instructions: build with symbols and run one round under callgrind; each `phase_*`
+//! function's inclusive count is that phase's (the document is built before them):
+//!
+//!     CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --example configure \
+//!         --target-dir target/prof
+//!     valgrind --tool=callgrind --callgrind-out-file=target/configure.cg \
+//!         target/prof/release/examples/configure 1
+//!     callgrind_annotate --inclusive=yes target/configure.cg | grep 'phase_[a-z]* \['
+//!
+//! In V8, as Envoy runs it: `cargo build --release --example configure --target
+//! wasm32-wasip1` and run the .wasm with node's WASI (stub the `env` imports; call
+//! `_start`); `node --liftoff-only` is closer to Envoy's one-shot on_configure than the
+//! optimised code of later rounds. CONFIGURE_VERBOSE=1 prints every round;
+//! CONFIGURE_ONLY=1 skips `drop` and `decode` (for profiles of on_configure alone).
 
 use std::hint::black_box;
 use std::time::Instant;
