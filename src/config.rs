@@ -4,10 +4,12 @@
 
 use std::borrow::Cow;
 use std::fmt::Write;
+use std::sync::Arc;
 
+use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 
-use crate::decode::{from_json, Error as DecodeError, FromJson, Segment};
+use crate::decode::{from_json, same, Error as DecodeError, Fail, Segment};
 use crate::error::{ConfigError, ErrorKind};
 use crate::health::{HealthCheck, Outlier, RatePolicy, BUCKET_MS, MAX_WINDOW_BUCKETS};
 use crate::mirror::{Mirror, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MS, MAX_BODY_BYTES_LIMIT};
@@ -21,14 +23,17 @@ use crate::router::{
 use crate::split::Split;
 use crate::steps::{parse_rfc3339, Steps};
 
+/// A string of the document: borrowed, unless it had escapes.
+type Str<'t> = Cow<'t, str>;
+
 from_json! {
     struct RawConfig<'t> {
-        cluster_header: Option<&'t str>,
-        revision_header: Option<&'t str>,
-        tag_header: Option<&'t str>,
+        cluster_header: Option<Str<'t>>,
+        revision_header: Option<Str<'t>>,
+        tag_header: Option<Str<'t>>,
         #[default]
         upstream_revision_header: bool,
-        status_path: Option<&'t str>,
+        status_path: Option<Str<'t>>,
         metrics: Option<bool>,
         services: Vec<RawService<'t>>,
     }
@@ -36,32 +41,33 @@ from_json! {
 
 from_json! {
     struct RawService<'t> {
-        name: &'t str,
-        hosts: Vec<&'t str>,
+        name: Str<'t>,
+        hosts: Vec<Str<'t>>,
         revisions: Vec<RawRevision<'t>>,
-        latest_rolledout_revision: Option<&'t str>,
-        latest_ready_revision: Option<&'t str>,
+        latest_rolledout_revision: Option<Str<'t>>,
+        latest_ready_revision: Option<Str<'t>>,
         canary_traffic_percent: Option<i64>,
         traffic: Option<Vec<RawTarget<'t>>>,
         #[default]
         tag_routing: bool,
         #[default]
         header_routes: Vec<RawHeaderRoute<'t>>,
-        health_check: Option<RawHealthCheck<'t>>,
-        outlier: Option<RawOutlier>,
-        auto_rollback: Option<RawAutoRollback>,
-        sticky: Option<RawSticky<'t>>,
-        split: Option<&'t str>,
+        // The rare parts boxed: a service is moved a few times on its way to the Router.
+        health_check: Option<Box<RawHealthCheck<'t>>>,
+        outlier: Option<Box<RawOutlier>>,
+        auto_rollback: Option<Box<RawAutoRollback>>,
+        sticky: Option<Box<RawSticky<'t>>>,
+        split: Option<Str<'t>>,
         #[default]
-        models: Vec<&'t str>,
-        steps: Option<RawSteps<'t>>,
-        mirror: Option<RawMirror<'t>>,
+        models: Vec<Str<'t>>,
+        steps: Option<Box<RawSteps<'t>>>,
+        mirror: Option<Box<RawMirror<'t>>>,
     }
 }
 
 from_json! {
     struct RawMirror<'t> {
-        revision: &'t str,
+        revision: Str<'t>,
         percent: i64,
         max_body_bytes: Option<u64>,
         timeout_ms: Option<u64>,
@@ -72,20 +78,20 @@ from_json! {
     struct RawSteps<'t> {
         weights: Vec<i64>,
         interval_seconds: u64,
-        start_time: &'t str,
+        start_time: Str<'t>,
     }
 }
 
 from_json! {
     struct RawSticky<'t> {
-        header: Option<&'t str>,
-        cookie: Option<&'t str>,
+        header: Option<Str<'t>>,
+        cookie: Option<Str<'t>>,
     }
 }
 
 from_json! {
     struct RawHealthCheck<'t> {
-        path: Option<&'t str>,
+        path: Option<Str<'t>>,
         interval_ms: Option<u64>,
         timeout_ms: Option<u64>,
         unhealthy_threshold: Option<u64>,
@@ -112,25 +118,25 @@ from_json! {
 
 from_json! {
     struct RawRevision<'t> {
-        name: &'t str,
-        cluster: &'t str,
-        host: Option<&'t str>,
+        name: Str<'t>,
+        cluster: Str<'t>,
+        host: Option<Str<'t>>,
     }
 }
 
 from_json! {
     struct RawTarget<'t> {
-        revision_name: &'t str,
+        revision_name: Str<'t>,
         percent: Option<i64>,
-        tag: Option<&'t str>,
+        tag: Option<Str<'t>>,
     }
 }
 
 from_json! {
     struct RawHeaderRoute<'t> {
-        header: &'t str,
-        value: &'t str,
-        revision: &'t str,
+        header: Str<'t>,
+        value: Str<'t>,
+        revision: Str<'t>,
     }
 }
 
@@ -140,24 +146,43 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConfigError::top(ErrorKind::Empty));
     }
-    let value = crate::json::parse(bytes).map_err(|e| {
+    let not_json = |e: crate::json::Error| {
         ConfigError::top(ErrorKind::Json {
             path: String::new(),
             message: format!("not valid JSON: {e}"),
         })
-    })?;
-    if !value.is_object() {
+    };
+    let first = bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\n' | b'\t' | b'\r'));
+    if first != Some(&b'{') {
+        // Valid JSON first (its syntax errors win), then the shape.
+        let mut p = crate::json::Parser::new(bytes);
+        p.value().and_then(|_| p.end()).map_err(not_json)?;
         return Err(ConfigError::top(ErrorKind::Json {
             path: String::new(),
             message: "the configuration must be a JSON object with \"services\"".into(),
         }));
     }
-    let raw = RawConfig::from_json(&value).map_err(|e| json_error(&value, e))?;
-    compile(raw)
+    let raw = match crate::decode::from_slice::<RawConfig>(bytes) {
+        Ok(raw) => raw,
+        Err(Fail::Syntax(e)) => return Err(not_json(e)),
+        Err(Fail::Decode(e)) => return Err(json_error(bytes, e)),
+    };
+    compile(&raw)
+}
+
+/// Only the decoding part of [`parse`] (for bench/configure.rs): the number of services.
+#[doc(hidden)]
+pub fn decode_only(bytes: &[u8]) -> Option<usize> {
+    crate::decode::from_slice::<RawConfig>(bytes)
+        .ok()
+        .map(|raw| raw.services.len())
 }
 
 /// Names the service a shape error is in, so the message reads like the others.
-fn json_error(value: &crate::json::Json, err: DecodeError) -> ConfigError {
+fn json_error(bytes: &[u8], err: DecodeError) -> ConfigError {
+    use crate::json::{lookup, Step, Value};
     let path = err.path();
     let message = err.message().to_owned();
     let mut segments = err.segments();
@@ -165,16 +190,19 @@ fn json_error(value: &crate::json::Json, err: DecodeError) -> ConfigError {
         (segments.next(), segments.next())
     {
         if key == "services" {
-            let name = value
-                .key("services")
-                .and_then(|s| s.index(*index))
-                .and_then(|s| s.key("name"))
-                .and_then(|n| n.as_str());
-            if let Some(name) = name {
+            let name = lookup(
+                bytes,
+                &[
+                    Step::Key("services"),
+                    Step::Index(*index),
+                    Step::Key("name"),
+                ],
+            );
+            if let Some(Value::String(name)) = name {
                 let prefix = format!("services[{index}].");
                 let inner = path.strip_prefix(&prefix).unwrap_or(&path).to_owned();
                 return ConfigError::in_service(
-                    name,
+                    &name,
                     ErrorKind::Json {
                         path: inner,
                         message,
@@ -186,14 +214,18 @@ fn json_error(value: &crate::json::Json, err: DecodeError) -> ConfigError {
     ConfigError::top(ErrorKind::Json { path, message })
 }
 
-fn compile(raw: RawConfig<'_>) -> Result<Router, ConfigError> {
-    let cluster_header = header_field("clusterHeader", raw.cluster_header, DEFAULT_CLUSTER_HEADER)?;
+fn compile(raw: &RawConfig<'_>) -> Result<Router, ConfigError> {
+    let cluster_header = header_field(
+        "clusterHeader",
+        raw.cluster_header.as_deref(),
+        DEFAULT_CLUSTER_HEADER,
+    )?;
     let revision_header = header_field(
         "revisionHeader",
-        raw.revision_header,
+        raw.revision_header.as_deref(),
         DEFAULT_REVISION_HEADER,
     )?;
-    let tag_header = header_field("tagHeader", raw.tag_header, DEFAULT_TAG_HEADER)?;
+    let tag_header = header_field("tagHeader", raw.tag_header.as_deref(), DEFAULT_TAG_HEADER)?;
     if tag_header == cluster_header || tag_header == revision_header {
         return Err(ConfigError::top(ErrorKind::InvalidHeaderName {
             field: "tagHeader".into(),
@@ -210,8 +242,11 @@ fn compile(raw: RawConfig<'_>) -> Result<Router, ConfigError> {
     }
     let status_path = raw
         .status_path
+        .as_deref()
         .map(|p| url_path("statusPath", p).map_err(ConfigError::top))
         .transpose()?;
+    // Sized for every service's hosts (tag hosts come on top): no rehash while filling.
+    let hosts: usize = raw.services.iter().map(|s| s.hosts.len()).sum();
     let mut router = Router {
         cluster_header: cluster_header.into(),
         revision_header: revision_header.into(),
@@ -221,30 +256,30 @@ fn compile(raw: RawConfig<'_>) -> Result<Router, ConfigError> {
         models: HashMap::new(),
         status_path,
         metrics: raw.metrics.unwrap_or(false),
-        hosts: HashMap::new(),
+        hosts: HashMap::with_capacity(hosts),
         services: Vec::with_capacity(raw.services.len()),
     };
     let mut service_names: HashMap<&str, usize> = HashMap::with_capacity(raw.services.len());
-    for raw_service in raw.services {
+    for raw_service in &raw.services {
         let index = router.services.len();
-        let name = raw_service.name;
+        let name = &*raw_service.name;
         let fail = |kind| ConfigError::in_service(name, kind);
         if name.is_empty() {
             return Err(ConfigError::top(ErrorKind::EmptyValue {
                 field: format!("services[{index}].name"),
             }));
         }
-        if service_names.contains_key(name) {
+        // Inserted before the service compiles: an error fails the whole configuration.
+        if service_names.insert(name, index).is_some() {
             return Err(fail(ErrorKind::DuplicateService {
                 name: name.to_owned(),
             }));
         }
-        let mut compiled = compile_service(raw_service, &router.cluster_header, &router.tag_header)
+        let service = compile_service(raw_service, &router.cluster_header, &router.tag_header)
             .map_err(fail)?;
-        register_hosts(&mut router, index, &mut compiled).map_err(fail)?;
-        router.tag_routing |= !compiled.service.tags.is_empty();
-        router.services.push(compiled.service);
-        service_names.insert(name, index);
+        register_hosts(&mut router, index, &service, raw_service).map_err(fail)?;
+        router.tag_routing |= !service.tags.is_empty();
+        router.services.push(service);
     }
     Ok(router)
 }
@@ -262,27 +297,20 @@ fn header_field(field: &str, value: Option<&str>, default: &str) -> Result<Strin
     }
 }
 
-/// A service ready to route, plus what `register_hosts` needs to fill the host table.
-struct CompiledService<'t> {
-    service: Service,
-    hosts: Vec<String>,
-    models: Vec<&'t str>,
-    /// `(tag, revision index)`; only filled when `tagRouting` is on.
-    tags: Vec<(Cow<'static, str>, usize)>,
-}
-
-fn compile_service<'t>(
-    raw: RawService<'t>,
+/// A service ready to route (its hosts and models are registered from the raw service
+/// by `register_hosts`, once it has compiled).
+fn compile_service(
+    raw: &RawService<'_>,
     cluster_header: &str,
     tag_header: &str,
-) -> Result<CompiledService<'t>, ErrorKind> {
-    let revisions = compile_revisions(raw.revisions)?;
+) -> Result<Service, ErrorKind> {
+    let revisions = compile_revisions(&raw.revisions)?;
     // A scan: services have a few revisions (and compile_revisions is quadratic anyway),
     // and a map per service costs more than it saves.
     let resolve = |field: &str, name: &str| {
         revisions
             .iter()
-            .position(|r| *r.name == *name)
+            .position(|r| same(r.name.as_bytes(), name.as_bytes()))
             .ok_or_else(|| ErrorKind::UnknownRevision {
                 field: field.into(),
                 value: name.into(),
@@ -305,7 +333,7 @@ fn compile_service<'t>(
             });
         }
     }
-    let form = match raw.traffic {
+    let form = match &raw.traffic {
         Some(traffic) => {
             let kserve_field = [
                 ("canaryTrafficPercent", raw.canary_traffic_percent.is_some()),
@@ -323,8 +351,8 @@ fn compile_service<'t>(
             traffic_form(traffic, &resolve)?
         }
         None => kserve_form(
-            raw.latest_ready_revision,
-            raw.latest_rolledout_revision,
+            raw.latest_ready_revision.as_deref(),
+            raw.latest_rolledout_revision.as_deref(),
             raw.canary_traffic_percent,
             revisions.len(),
             &resolve,
@@ -332,18 +360,18 @@ fn compile_service<'t>(
     };
 
     let mut header_routes = Vec::with_capacity(raw.header_routes.len());
-    for (i, rule) in raw.header_routes.into_iter().enumerate() {
+    for (i, rule) in raw.header_routes.iter().enumerate() {
         let field = format!("headerRoutes[{i}].header");
         let header =
-            names::header_name(rule.header).map_err(|reason| ErrorKind::InvalidHeaderName {
+            names::header_name(&rule.header).map_err(|reason| ErrorKind::InvalidHeaderName {
                 field: field.clone(),
-                value: rule.header.to_owned(),
+                value: rule.header.to_string(),
                 reason,
             })?;
         if header == cluster_header {
             return Err(ErrorKind::InvalidHeaderName {
                 field,
-                value: rule.header.to_owned(),
+                value: rule.header.to_string(),
                 reason: "the filter strips clusterHeader from every request",
             });
         }
@@ -354,28 +382,24 @@ fn compile_service<'t>(
         {
             return Err(ErrorKind::InvalidValue {
                 field: format!("headerRoutes[{i}].value"),
-                value: rule.value.to_owned(),
+                value: rule.value.to_string(),
                 reason: "control characters never arrive in a header",
             });
         }
         let field = format!("headerRoutes[{i}].revision");
-        let by_tag = form
-            .tags
-            .iter()
-            .find(|(t, _)| *t == rule.revision)
-            .map(|&(_, r)| r);
-        let revision = if form.keywords && matches!(rule.revision, "latest" | "prev") {
+        let by_tag = form.tags.find(&rule.revision);
+        let revision = if form.tags.keywords() && matches!(&*rule.revision, "latest" | "prev") {
             by_tag.ok_or_else(|| ErrorKind::Missing {
                 field: "latestRolledoutRevision",
                 reason: format!("{field} is \"prev\", which needs it"),
             })?
         } else {
             // A revision name first; in the traffic form, then a tag.
-            resolve(&field, rule.revision).or_else(|e| by_tag.ok_or(e))?
+            resolve(&field, &rule.revision).or_else(|e| by_tag.ok_or(e))?
         };
         header_routes.push(HeaderRoute {
             header: header.into(),
-            value: rule.value.into(),
+            value: Box::from(&*rule.value),
             revision,
         });
     }
@@ -385,23 +409,19 @@ fn compile_service<'t>(
             field: "hosts".into(),
         });
     }
-    let hosts = raw
-        .hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            names::dns_name(h).map_err(|reason| ErrorKind::InvalidHost {
-                field: format!("hosts[{i}]"),
-                value: (*h).to_owned(),
-                reason,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    for (i, h) in raw.hosts.iter().enumerate() {
+        names::checked_host(h).map_err(|reason| ErrorKind::InvalidHost {
+            field: format!("hosts[{i}]"),
+            value: h.to_string(),
+            reason,
+        })?;
+    }
 
-    let health_check = raw.health_check.map(health_check).transpose()?;
-    let outlier = raw.outlier.map(outlier).transpose()?;
+    let health_check = raw.health_check.as_deref().map(health_check).transpose()?;
+    let outlier = raw.outlier.as_deref().map(outlier).transpose()?;
     let auto_rollback = raw
         .auto_rollback
+        .as_deref()
         .map(|r| {
             if form.canary.is_none() {
                 return Err(ErrorKind::Missing {
@@ -412,12 +432,18 @@ fn compile_service<'t>(
             rate_policy("autoRollback", r.max_error_rate, r.min_requests, 50, r.window_ms, 30_000)
         })
         .transpose()?;
-    let probe_authority = hosts.first().cloned().unwrap_or_default().into_boxed_str();
+    let probe_authority = raw
+        .hosts
+        .first()
+        .map(|h| host_key(h))
+        .unwrap_or_default()
+        .into_boxed_str();
     let sticky = raw
         .sticky
+        .as_deref()
         .map(|s| sticky(s, cluster_header, tag_header))
         .transpose()?;
-    let exact = match raw.split {
+    let exact = match raw.split.as_deref() {
         None | Some("random") => false,
         Some("exact") => true,
         Some(other) => {
@@ -428,11 +454,8 @@ fn compile_service<'t>(
             })
         }
     };
-    let tags: Vec<(Box<str>, usize)> = if raw.tag_routing {
-        form.tags
-            .iter()
-            .map(|(t, r)| (Box::from(&**t), *r))
-            .collect()
+    let tags = if raw.tag_routing {
+        form.tags.into_list()
     } else {
         Vec::new()
     };
@@ -441,7 +464,7 @@ fn compile_service<'t>(
         if !model_path::valid(model) {
             return Err(ErrorKind::InvalidValue {
                 field: format!("models[{i}]"),
-                value: (*model).to_owned(),
+                value: model.to_string(),
                 reason: "a model name starts with a letter or digit, then letters, digits, '-', '_', '.'",
             });
         }
@@ -449,9 +472,10 @@ fn compile_service<'t>(
 
     let mirror = raw
         .mirror
+        .as_deref()
         .map(|m| mirror(m, |name| resolve("mirror.revision", name)))
         .transpose()?;
-    let steps = raw.steps.map(steps).transpose()?;
+    let steps = raw.steps.as_deref().map(steps).transpose()?;
     let mut split = form.split;
     let mut canary = form.canary;
     if let Some(steps) = &steps {
@@ -466,58 +490,66 @@ fn compile_service<'t>(
         split = Split::new(&[(c.ready, first), (c.rolled, 100 - first)]);
     }
 
-    Ok(CompiledService {
-        models: raw.models,
-        service: Service {
-            name: raw.name.into(),
-            revisions,
-            split,
-            header_routes,
-            health_check,
-            outlier,
-            auto_rollback,
-            canary,
-            probe_authority,
-            steps,
-            tags,
-            sticky,
-            exact,
-            mirror,
-        },
-        hosts,
-        tags: if raw.tag_routing {
-            form.tags
-        } else {
-            Vec::new()
-        },
+    Ok(Service {
+        name: Box::from(&*raw.name),
+        revisions,
+        split,
+        header_routes,
+        health_check,
+        outlier,
+        auto_rollback,
+        canary,
+        probe_authority,
+        steps,
+        tags,
+        sticky,
+        exact,
+        mirror,
     })
 }
 
-fn compile_revisions(raw: Vec<RawRevision<'_>>) -> Result<Vec<Revision>, ErrorKind> {
+/// A host `names::checked_host` accepted, as the host table keys it: without its
+/// trailing dot, in lowercase.
+fn host_key(host: &str) -> String {
+    let name = match host.as_bytes().last() {
+        Some(b'.') => host.get(..host.len() - 1).unwrap_or(host),
+        _ => host,
+    };
+    // Usually written in lowercase: checked eight bytes at a time, then copied.
+    if crate::authority::is_lowercase(name) {
+        return name.to_owned();
+    }
+    name.to_ascii_lowercase()
+}
+
+fn compile_revisions(raw: &[RawRevision<'_>]) -> Result<Vec<Revision>, ErrorKind> {
     if raw.is_empty() {
         return Err(ErrorKind::EmptyValue {
             field: "revisions".into(),
         });
     }
     let mut revisions: Vec<Revision> = Vec::with_capacity(raw.len());
-    for (i, r) in raw.into_iter().enumerate() {
+    for (i, r) in raw.iter().enumerate() {
         let field = |f: &str| format!("revisions[{i}].{f}");
         if r.name.is_empty() {
             return Err(ErrorKind::EmptyValue {
                 field: field("name"),
             });
         }
-        if let Err(reason) = names::header_value(r.name) {
+        if let Err(reason) = names::header_value(&r.name) {
             return Err(ErrorKind::InvalidValue {
                 field: field("name"),
-                value: r.name.to_owned(),
+                value: r.name.to_string(),
                 reason,
             });
         }
-        if revisions.iter().any(|other| *other.name == *r.name) {
+        if revisions
+            .iter()
+            .any(|other| same(other.name.as_bytes(), r.name.as_bytes()))
+        {
             return Err(ErrorKind::DuplicateRevision {
                 field: field("name"),
-                name: r.name.to_owned(),
+                name: r.name.to_string(),
             });
         }
         if r.cluster.is_empty() {
@@ -525,28 +557,28 @@ fn compile_revisions(raw: Vec<RawRevision<'_>>) -> Result<Vec<Revision>, ErrorKi
                 field: field("cluster"),
             });
         }
-        if let Err(reason) = names::header_value(r.cluster) {
+        if let Err(reason) = names::header_value(&r.cluster) {
             return Err(ErrorKind::InvalidValue {
                 field: field("cluster"),
-                value: r.cluster.to_owned(),
+                value: r.cluster.to_string(),
                 reason,
             });
         }
-        let host = match r.host {
+        let host = match &r.host {
             None => None,
             Some(h) => Some(
                 names::authority(h)
                     .map_err(|reason| ErrorKind::InvalidHost {
                         field: field("host"),
-                        value: h.to_owned(),
+                        value: h.to_string(),
                         reason,
                     })?
                     .into_boxed_str(),
             ),
         };
         revisions.push(Revision {
-            name: r.name.into(),
-            cluster: r.cluster.into(),
+            name: Box::from(&*r.name),
+            cluster: Arc::from(&*r.cluster),
             host,
         });
     }
@@ -556,11 +588,45 @@ fn compile_revisions(raw: Vec<RawRevision<'_>>) -> Result<Vec<Revision>, ErrorKi
 /// The split and the tags of one service, whichever form it was written in.
 struct Form {
     split: Split,
-    tags: Vec<(Cow<'static, str>, usize)>,
+    tags: FormTags,
     /// KServe form with two distinct revisions: who is canary, who is stable.
     canary: Option<Canary>,
-    /// KServe form: header routes say "latest"/"prev" before revision names.
-    keywords: bool,
+}
+
+/// A form's tags: `(tag, revision index)`.
+enum FormTags {
+    /// KServe form: `latest` (latestReadyRevision) and, with latestRolledoutRevision,
+    /// `prev`; header routes say them before revision names.
+    Keywords { latest: usize, prev: Option<usize> },
+    /// Traffic form: the targets' tags.
+    Named(Vec<(String, usize)>),
+}
+
+impl FormTags {
+    fn keywords(&self) -> bool {
+        matches!(self, FormTags::Keywords { .. })
+    }
+
+    fn find(&self, tag: &str) -> Option<usize> {
+        match self {
+            FormTags::Keywords { latest, prev } => match tag {
+                "latest" => Some(*latest),
+                "prev" => *prev,
+                _ => None,
+            },
+            FormTags::Named(tags) => tags.iter().find(|(t, _)| t == tag).map(|&(_, r)| r),
+        }
+    }
+
+    fn into_list(self) -> Vec<(Box<str>, usize)> {
+        match self {
+            FormTags::Keywords { latest, prev } => [("latest", Some(latest)), ("prev", prev)]
+                .into_iter()
+                .filter_map(|(t, r)| Some((Box::from(t), r?)))
+                .collect(),
+            FormTags::Named(tags) => tags.into_iter().map(|(t, r)| (t.into(), r)).collect(),
+        }
+    }
 }
 
 fn kserve_form(
@@ -610,9 +676,6 @@ fn kserve_form(
             })
         }
     };
-    let mut tags = Vec::with_capacity(2);
-    tags.push((Cow::Borrowed("latest"), ready));
-    tags.extend(rolled.map(|r| (Cow::Borrowed("prev"), r)));
     let canary = rolled.filter(|&r| r != ready).map(|rolled| Canary {
         ready,
         rolled,
@@ -620,14 +683,16 @@ fn kserve_form(
     });
     Ok(Form {
         split,
-        tags,
+        tags: FormTags::Keywords {
+            latest: ready,
+            prev: rolled,
+        },
         canary,
-        keywords: true,
     })
 }
 
 fn traffic_form(
-    traffic: Vec<RawTarget<'_>>,
+    traffic: &[RawTarget<'_>],
     resolve: &dyn Fn(&str, &str) -> Result<usize, ErrorKind>,
 ) -> Result<Form, ErrorKind> {
     if traffic.is_empty() {
@@ -636,10 +701,10 @@ fn traffic_form(
         });
     }
     let mut weights = Vec::with_capacity(traffic.len());
-    let mut tags: Vec<(Cow<'static, str>, usize)> = Vec::new();
+    let mut tags: Vec<(String, usize)> = Vec::new();
     let mut sum: i64 = 0;
-    for (i, target) in traffic.into_iter().enumerate() {
-        let revision = resolve(&format!("traffic[{i}].revisionName"), target.revision_name)?;
+    for (i, target) in traffic.iter().enumerate() {
+        let revision = resolve(&format!("traffic[{i}].revisionName"), &target.revision_name)?;
         let percent = target.percent.unwrap_or(0);
         if !(0..=100).contains(&percent) {
             return Err(ErrorKind::PercentOutOfRange {
@@ -649,17 +714,17 @@ fn traffic_form(
         }
         sum += percent;
         weights.push((revision, percent as u32));
-        if let Some(raw_tag) = target.tag {
+        if let Some(raw_tag) = &target.tag {
             let field = format!("traffic[{i}].tag");
             let tag = names::tag(raw_tag).map_err(|reason| ErrorKind::InvalidTag {
                 field: field.clone(),
-                value: raw_tag.to_owned(),
+                value: raw_tag.to_string(),
                 reason,
             })?;
             if tags.iter().any(|(t, _)| *t == tag) {
                 return Err(ErrorKind::DuplicateTag { field, tag });
             }
-            tags.push((Cow::Owned(tag), revision));
+            tags.push((tag, revision));
         }
     }
     if sum != 100 {
@@ -667,13 +732,12 @@ fn traffic_form(
     }
     Ok(Form {
         split: Split::new(&weights),
-        tags,
+        tags: FormTags::Named(tags),
         canary: None,
-        keywords: false,
     })
 }
 
-fn steps(raw: RawSteps<'_>) -> Result<Steps, ErrorKind> {
+fn steps(raw: &RawSteps<'_>) -> Result<Steps, ErrorKind> {
     if raw.weights.is_empty() {
         return Err(ErrorKind::EmptyValue {
             field: "steps.weights".into(),
@@ -703,9 +767,9 @@ fn steps(raw: RawSteps<'_>) -> Result<Steps, ErrorKind> {
         1,
         2_592_000,
     )?;
-    let start_ms = parse_rfc3339(raw.start_time).ok_or_else(|| ErrorKind::InvalidValue {
+    let start_ms = parse_rfc3339(&raw.start_time).ok_or_else(|| ErrorKind::InvalidValue {
         field: "steps.startTime".into(),
-        value: raw.start_time.to_owned(),
+        value: raw.start_time.to_string(),
         reason: "an RFC 3339 time such as 2026-11-23T12:00:00Z",
     })?;
     Ok(Steps {
@@ -716,10 +780,10 @@ fn steps(raw: RawSteps<'_>) -> Result<Steps, ErrorKind> {
 }
 
 fn mirror(
-    raw: RawMirror<'_>,
+    raw: &RawMirror<'_>,
     resolve: impl Fn(&str) -> Result<usize, ErrorKind>,
 ) -> Result<Mirror, ErrorKind> {
-    let revision = resolve(raw.revision)?;
+    let revision = resolve(&raw.revision)?;
     if !(0..=100).contains(&raw.percent) {
         return Err(ErrorKind::PercentOutOfRange {
             field: "mirror.percent".into(),
@@ -748,12 +812,16 @@ fn mirror(
     })
 }
 
-fn sticky(raw: RawSticky<'_>, cluster_header: &str, tag_header: &str) -> Result<Sticky, ErrorKind> {
-    match (raw.header, raw.cookie) {
+fn sticky(
+    raw: &RawSticky<'_>,
+    cluster_header: &str,
+    tag_header: &str,
+) -> Result<Sticky, ErrorKind> {
+    match (raw.header.as_deref(), raw.cookie.as_deref()) {
         (Some(h), None) => {
             let name = names::header_name(h).map_err(|reason| ErrorKind::InvalidHeaderName {
                 field: "sticky.header".into(),
-                value: h.to_owned(),
+                value: h.to_string(),
                 reason,
             })?;
             if name == cluster_header || name == tag_header || name == "cookie" {
@@ -787,8 +855,8 @@ fn sticky(raw: RawSticky<'_>, cluster_header: &str, tag_header: &str) -> Result<
     }
 }
 
-fn health_check(raw: RawHealthCheck<'_>) -> Result<HealthCheck, ErrorKind> {
-    let path = match raw.path {
+fn health_check(raw: &RawHealthCheck<'_>) -> Result<HealthCheck, ErrorKind> {
+    let path = match raw.path.as_deref() {
         Some(p) => url_path("healthCheck.path", p)?,
         None => "/v2/health/ready".into(),
     };
@@ -829,7 +897,7 @@ fn health_check(raw: RawHealthCheck<'_>) -> Result<HealthCheck, ErrorKind> {
     })
 }
 
-fn outlier(raw: RawOutlier) -> Result<Outlier, ErrorKind> {
+fn outlier(raw: &RawOutlier) -> Result<Outlier, ErrorKind> {
     Ok(Outlier {
         rate: rate_policy(
             "outlier",
@@ -924,35 +992,37 @@ fn url_path(field: &str, value: &str) -> Result<Box<str>, ErrorKind> {
 }
 
 /// Adds a service's hosts and, with tag routing, its `<tag>-<host>` names to the table.
+/// Not inlined into `compile`'s loop: V8 runs a long loop in its baseline code to the end
+/// of the call, and a function called per service in its optimised code soon.
+#[inline(never)]
 fn register_hosts(
     router: &mut Router,
     index: usize,
-    compiled: &mut CompiledService<'_>,
+    service: &Service,
+    raw: &RawService<'_>,
 ) -> Result<(), ErrorKind> {
-    // Without tags the hosts are not needed again: moved into the table, not copied.
-    let keep_hosts = !compiled.tags.is_empty();
-    for (i, host) in compiled.hosts.iter_mut().enumerate() {
+    for (i, host) in raw.hosts.iter().enumerate() {
         let route = HostRoute {
             service: index,
             tag: None,
         };
         claim(
             router,
-            &compiled.service.name,
+            &service.name,
             || format!("hosts[{i}]"),
-            if keep_hosts {
-                host.clone()
-            } else {
-                std::mem::take(host)
-            },
+            host_key(host),
             route,
         )?;
     }
-    for (i, model) in compiled.models.iter().enumerate() {
+    for (i, model) in raw.models.iter().enumerate() {
         claim_model(router, index, format!("models[{i}]"), model)?;
     }
-    for host in &compiled.hosts {
-        for (tag, revision) in &compiled.tags {
+    if service.tags.is_empty() {
+        return Ok(());
+    }
+    for host in &raw.hosts {
+        let host = host_key(host);
+        for (tag, revision) in &service.tags {
             let route = HostRoute {
                 service: index,
                 tag: Some(TagRoute {
@@ -962,8 +1032,8 @@ fn register_hosts(
             };
             claim(
                 router,
-                &compiled.service.name,
-                || format!("tag {} on host {}", Quoted(tag), Quoted(host)),
+                &service.name,
+                || format!("tag {} on host {}", Quoted(tag), Quoted(&host)),
                 format!("{tag}-{host}"),
                 route,
             )?;
@@ -979,26 +1049,26 @@ fn claim_model(
     field: String,
     model: &str,
 ) -> Result<(), ErrorKind> {
-    if let Some(existing) = router.models.get(model) {
-        let reason = if existing.service == index {
-            "listed twice"
-        } else {
-            "another service already serves this model (model names are unique across services)"
-        };
-        return Err(ErrorKind::InvalidValue {
-            field,
-            value: model.into(),
-            reason,
-        });
-    }
-    router.models.insert(
-        model.into(),
-        HostRoute {
-            service: index,
-            tag: None,
-        },
-    );
-    Ok(())
+    let taken = match router.models.entry(model.into()) {
+        Entry::Vacant(slot) => {
+            slot.insert(HostRoute {
+                service: index,
+                tag: None,
+            });
+            return Ok(());
+        }
+        Entry::Occupied(taken) => taken,
+    };
+    let reason = if taken.get().service == index {
+        "listed twice"
+    } else {
+        "another service already serves this model (model names are unique across services)"
+    };
+    Err(ErrorKind::InvalidValue {
+        field,
+        value: model.into(),
+        reason,
+    })
 }
 
 fn claim(
@@ -1008,25 +1078,30 @@ fn claim(
     host: String,
     route: HostRoute,
 ) -> Result<(), ErrorKind> {
-    if let Some(existing) = router.hosts.get(host.as_str()) {
-        let owner = router
-            .services
-            .get(existing.service)
-            .map_or(service, |s| &*s.name);
-        let other = match (existing.tag.is_some(), owner == service) {
-            (false, false) => format!("service {}", Quoted(owner)),
-            (true, false) => format!("a tag host of service {}", Quoted(owner)),
-            (false, true) => "another host of this service".to_owned(),
-            (true, true) => "another tag host of this service".to_owned(),
-        };
-        return Err(ErrorKind::HostConflict {
-            field: field(),
-            host,
-            other,
-        });
-    }
-    router.hosts.insert(host.into(), route);
-    Ok(())
+    // One lookup: a conflict fails the whole configuration anyway.
+    let taken = match router.hosts.entry(host.into_boxed_str()) {
+        Entry::Vacant(slot) => {
+            slot.insert(route);
+            return Ok(());
+        }
+        Entry::Occupied(taken) => taken,
+    };
+    let existing = taken.get();
+    let owner = router
+        .services
+        .get(existing.service)
+        .map_or(service, |s| &*s.name);
+    let other = match (existing.tag.is_some(), owner == service) {
+        (false, false) => format!("service {}", Quoted(owner)),
+        (true, false) => format!("a tag host of service {}", Quoted(owner)),
+        (false, true) => "another host of this service".to_owned(),
+        (true, true) => "another tag host of this service".to_owned(),
+    };
+    Err(ErrorKind::HostConflict {
+        field: field(),
+        host: taken.key().to_string(),
+        other,
+    })
 }
 
 impl Router {

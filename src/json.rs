@@ -1,26 +1,10 @@
-//! The configuration as parsed JSON: a hand-written parser (serde_json's grammar, and
-//! serde_json's words, line and column for every syntax error) building this tree
-//! directly from the bytes, without serde's machinery. Objects keep what serde_json's
-//! `BTreeMap` gives: keys in byte order, the last of duplicate keys wins.
+//! The configuration's JSON: a hand-written pull parser with serde_json's grammar, and
+//! serde_json's words, line and column for every syntax error, read straight into the
+//! configuration's structs by `decode` (no tree, no serde machinery). Strings without
+//! escapes are borrowed from the document.
 
 use std::borrow::Cow;
 use std::fmt;
-
-/// A JSON value, as `serde_json::Value` without `arbitrary_precision`; strings without
-/// escapes are borrowed from the document.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json<'a> {
-    Null,
-    Bool(bool),
-    Number(Number),
-    String(Cow<'a, str>),
-    Array(Vec<Json<'a>>),
-    /// Sorted by key, keys unique.
-    Object(Vec<(Cow<'a, str>, Json<'a>)>),
-}
-
-/// An object member.
-type Member<'a> = (Cow<'a, str>, Json<'a>);
 
 /// A JSON number as serde_json keeps it: a non-negative integer, a negative one, or a
 /// float.
@@ -99,40 +83,50 @@ const RECURSION_LIMIT: &str = "recursion limit exceeded";
 /// serde_json's nesting limit: the 128th open bracket is refused.
 const MAX_DEPTH: u32 = 128;
 
-/// Parses a whole document as serde_json's `from_slice` does (without its
-/// `float_roundtrip` feature): the same tree, the same errors at the same positions.
-pub fn parse(bytes: &[u8]) -> Result<Json<'_>, Error> {
-    let mut parser = Parser {
-        bytes,
-        text: std::str::from_utf8(bytes).ok(),
-        index: 0,
-        remaining_depth: MAX_DEPTH,
-        items: Vec::new(),
-        members: Vec::new(),
-    };
-    let value = parser.value()?;
-    match parser.whitespace() {
-        Some(_) => Err(parser.peek_error(TRAILING_CHARACTERS)),
-        None => Ok(value),
-    }
-}
-
-/// serde_json's `Deserializer<SliceRead>`, reduced to what building a [`Json`] needs.
-struct Parser<'a> {
+/// A pull parser over a whole document, as serde_json's `Deserializer<SliceRead>` reads
+/// one: the decoder (see `decode`) asks for a value, an array's elements or an object's
+/// keys, and nothing is built that it does not keep. The bytes are read in the order
+/// serde_json reads them, with its checks, so every syntax error has its words and its
+/// position.
+pub struct Parser<'a> {
     bytes: &'a [u8],
     /// The document, when it is all valid UTF-8 (checked once, in one pass): its strings
     /// are then sliced out of it without validating each.
     text: Option<&'a str>,
     index: usize,
     remaining_depth: u32,
-    /// The elements of the arrays being read, innermost last: each array gets one
-    /// allocation of its final size.
-    items: Vec<Json<'a>>,
-    /// The members of the objects being read, likewise.
-    members: Vec<Member<'a>>,
+}
+
+/// A value as a type error describes it: scalars as read, arrays and objects only by kind
+/// (their contents are checked and skipped).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(Cow<'a, str>),
+    Array,
+    Object,
 }
 
 impl<'a> Parser<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Parser {
+            bytes,
+            text: std::str::from_utf8(bytes).ok(),
+            index: 0,
+            remaining_depth: MAX_DEPTH,
+        }
+    }
+
+    /// After the document's value: only whitespace may follow.
+    pub fn end(&mut self) -> Result<(), Error> {
+        match self.whitespace() {
+            Some(_) => Err(self.peek_error(TRAILING_CHARACTERS)),
+            None => Ok(()),
+        }
+    }
+
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.index).copied()
     }
@@ -181,62 +175,86 @@ impl<'a> Parser<'a> {
         self.error_at(self.bytes.len().min(self.index + 1), message)
     }
 
+    /// Skips whitespace; the byte after it, not consumed. Inlined: it runs before every
+    /// token, and usually skips nothing or one space.
+    #[inline(always)]
     fn whitespace(&mut self) -> Option<u8> {
-        loop {
-            match self.peek() {
-                Some(b' ' | b'\n' | b'\t' | b'\r') => self.index += 1,
-                other => return other,
+        while let Some(&b) = self.bytes.get(self.index) {
+            if !matches!(b, b' ' | b'\n' | b'\t' | b'\r') {
+                return Some(b);
             }
+            self.index += 1;
+        }
+        None
+    }
+
+    /// The first byte of the next value, not consumed (whitespace is).
+    pub fn peek_value(&mut self) -> Result<u8, Error> {
+        match self.whitespace() {
+            Some(peek) => Ok(peek),
+            None => Err(self.peek_error(EOF_VALUE)),
         }
     }
 
-    fn value(&mut self) -> Result<Json<'a>, Error> {
-        let Some(peek) = self.whitespace() else {
-            return Err(self.peek_error(EOF_VALUE));
-        };
+    /// The next value, arrays and objects checked and skipped.
+    pub fn value(&mut self) -> Result<Value<'a>, Error> {
+        let peek = self.peek_value()?;
         match peek {
             b'n' => {
                 self.index += 1;
                 self.ident(b"ull")?;
-                Ok(Json::Null)
+                Ok(Value::Null)
             }
             b't' => {
                 self.index += 1;
                 self.ident(b"rue")?;
-                Ok(Json::Bool(true))
+                Ok(Value::Bool(true))
             }
             b'f' => {
                 self.index += 1;
                 self.ident(b"alse")?;
-                Ok(Json::Bool(false))
+                Ok(Value::Bool(false))
             }
             b'-' => {
                 self.index += 1;
-                self.integer(false).map(Json::Number)
+                self.integer(false).map(Value::Number)
             }
-            b'0'..=b'9' => self.integer(true).map(Json::Number),
+            b'0'..=b'9' => self.integer(true).map(Value::Number),
             b'"' => {
                 self.index += 1;
-                self.string().map(Json::String)
+                self.string().map(Value::String)
             }
             b'[' => {
-                self.enter()?;
-                let items = self.array()?;
-                self.remaining_depth += 1;
-                Ok(Json::Array(items))
+                self.begin()?;
+                let mut first = true;
+                while self.next_element(first)? {
+                    first = false;
+                    self.value()?;
+                }
+                Ok(Value::Array)
             }
             b'{' => {
-                self.enter()?;
-                let members = self.object()?;
-                self.remaining_depth += 1;
-                Ok(Json::Object(sorted_unique(members)))
+                self.begin()?;
+                let mut first = true;
+                while self.next_key(first)?.is_some() {
+                    first = false;
+                    self.value()?;
+                }
+                Ok(Value::Object)
             }
             _ => Err(self.peek_error(EXPECTED_VALUE)),
         }
     }
 
-    /// One level deeper, past the open bracket.
-    fn enter(&mut self) -> Result<(), Error> {
+    /// The string whose quote [`Parser::peek_value`] saw.
+    pub fn string_value(&mut self) -> Result<Cow<'a, str>, Error> {
+        self.index += 1;
+        self.string()
+    }
+
+    /// Into the array or object whose bracket [`Parser::peek_value`] saw: one level
+    /// deeper.
+    pub fn begin(&mut self) -> Result<(), Error> {
         self.remaining_depth -= 1;
         if self.remaining_depth == 0 {
             return Err(self.peek_error(RECURSION_LIMIT));
@@ -256,78 +274,117 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    /// The elements after `[`, and the `]`.
-    fn array(&mut self) -> Result<Vec<Json<'a>>, Error> {
-        let base = self.items.len();
-        loop {
-            let Some(peek) = self.whitespace() else {
-                return Err(self.peek_error(EOF_LIST));
-            };
-            if peek == b']' {
-                self.index += 1;
-                return Ok(self.items.split_off(base));
-            }
-            if self.items.len() > base {
-                if peek != b',' {
-                    return Err(self.peek_error(EXPECTED_LIST_COMMA_OR_END));
-                }
-                self.index += 1;
-                match self.whitespace() {
-                    Some(b']') => return Err(self.peek_error(TRAILING_COMMA)),
-                    Some(_) => {}
-                    None => return Err(self.peek_error(EOF_VALUE)),
-                }
-            }
-            let item = self.value()?;
-            self.items.push(item);
+    /// In an array: whether an element follows (the caller then reads it), or the `]`
+    /// (consumed, one level up). `first`: no element has been read yet.
+    pub fn next_element(&mut self, first: bool) -> Result<bool, Error> {
+        let Some(peek) = self.whitespace() else {
+            return Err(self.peek_error(EOF_LIST));
+        };
+        if peek == b']' {
+            self.index += 1;
+            self.remaining_depth += 1;
+            return Ok(false);
         }
-    }
-
-    /// The members after `{`, and the `}`, in the order read.
-    fn object(&mut self) -> Result<Vec<Member<'a>>, Error> {
-        let base = self.members.len();
-        loop {
-            let Some(peek) = self.whitespace() else {
-                return Err(self.peek_error(EOF_OBJECT));
-            };
-            if peek == b'}' {
-                self.index += 1;
-                return Ok(self.members.split_off(base));
-            }
-            if self.members.len() == base {
-                if peek != b'"' {
-                    return Err(self.peek_error(KEY_MUST_BE_A_STRING));
-                }
-            } else if peek == b',' {
-                self.index += 1;
-                match self.whitespace() {
-                    Some(b'"') => {}
-                    Some(b'}') => return Err(self.peek_error(TRAILING_COMMA)),
-                    Some(_) => return Err(self.peek_error(KEY_MUST_BE_A_STRING)),
-                    None => return Err(self.peek_error(EOF_VALUE)),
-                }
-            } else {
-                return Err(self.peek_error(EXPECTED_OBJECT_COMMA_OR_END));
+        if !first {
+            if peek != b',' {
+                return Err(self.peek_error(EXPECTED_LIST_COMMA_OR_END));
             }
             self.index += 1;
-            let key = self.string()?;
             match self.whitespace() {
-                Some(b':') => self.index += 1,
-                Some(_) => return Err(self.peek_error(EXPECTED_COLON)),
-                None => return Err(self.peek_error(EOF_OBJECT)),
+                Some(b']') => return Err(self.peek_error(TRAILING_COMMA)),
+                Some(_) => {}
+                None => return Err(self.peek_error(EOF_VALUE)),
             }
-            let value = self.value()?;
-            self.members.push((key, value));
         }
+        Ok(true)
+    }
+
+    /// In an object: the next key (UTF-8), past its `:` (the caller then reads its
+    /// value), or `None` at the `}` (consumed, one level up). `first`: no member has been
+    /// read yet.
+    pub fn next_key(&mut self, first: bool) -> Result<Option<Cow<'a, [u8]>>, Error> {
+        let Some(peek) = self.whitespace() else {
+            return Err(self.peek_error(EOF_OBJECT));
+        };
+        if peek == b'}' {
+            self.index += 1;
+            self.remaining_depth += 1;
+            return Ok(None);
+        }
+        if first {
+            if peek != b'"' {
+                return Err(self.peek_error(KEY_MUST_BE_A_STRING));
+            }
+        } else if peek == b',' {
+            self.index += 1;
+            match self.whitespace() {
+                Some(b'"') => {}
+                Some(b'}') => return Err(self.peek_error(TRAILING_COMMA)),
+                Some(_) => return Err(self.peek_error(KEY_MUST_BE_A_STRING)),
+                None => return Err(self.peek_error(EOF_VALUE)),
+            }
+        } else {
+            return Err(self.peek_error(EXPECTED_OBJECT_COMMA_OR_END));
+        }
+        self.index += 1;
+        let key = self.key()?;
+        match self.whitespace() {
+            Some(b':') => self.index += 1,
+            Some(_) => return Err(self.peek_error(EXPECTED_COLON)),
+            None => return Err(self.peek_error(EOF_OBJECT)),
+        }
+        Ok(Some(key))
     }
 
     /// The rest of a string after its opening quote.
     fn string(&mut self) -> Result<Cow<'a, str>, Error> {
+        // Most strings: no escape, in a valid UTF-8 document.
+        if let Some((start, end)) = self.plain() {
+            if let Some(s) = self.text.and_then(|t| t.get(start..end)) {
+                self.index = end + 1;
+                return Ok(Cow::Borrowed(s));
+            }
+        }
+        self.string_slow()
+    }
+
+    /// A key: a string, as bytes (valid UTF-8; from a valid document without the
+    /// check per string that a `str` needs).
+    fn key(&mut self) -> Result<Cow<'a, [u8]>, Error> {
+        if let (Some(_), Some((start, end))) = (self.text, self.plain()) {
+            if let Some(key) = self.bytes.get(start..end) {
+                self.index = end + 1;
+                return Ok(Cow::Borrowed(key));
+            }
+        }
+        Ok(match self.string_slow()? {
+            Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+            Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+        })
+    }
+
+    /// The extent of the string starting here if it ends at the first `"`, `\\` or
+    /// control character.
+    fn plain(&self) -> Option<(usize, usize)> {
+        let start = self.index;
+        let end = skip_plain(self.bytes, start);
+        (self.bytes.get(end) == Some(&b'"')).then_some((start, end))
+    }
+
+    /// A string with escapes, or in a document that is not all UTF-8, or unterminated.
+    #[cold]
+    #[inline(never)]
+    fn string_slow(&mut self) -> Result<Cow<'a, str>, Error> {
         let bytes = self.bytes;
         let mut start = self.index;
         let mut unescaped: Option<Vec<u8>> = None;
         loop {
-            self.index = skip_plain(bytes, self.index);
+            while let Some(&b) = bytes.get(self.index) {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                self.index += 1;
+            }
             let Some(&b) = bytes.get(self.index) else {
                 return Err(self.error(EOF_STRING));
             };
@@ -717,99 +774,126 @@ static POW10: [f64; 309] = [
     1e300, 1e301, 1e302, 1e303, 1e304, 1e305, 1e306, 1e307, 1e308,
 ];
 
-impl Json<'_> {
-    pub fn is_object(&self) -> bool {
-        matches!(self, Json::Object(_))
-    }
-
-    /// The member `key` of an object.
-    pub fn key(&self, key: &str) -> Option<&Self> {
-        match self {
-            Json::Object(members) => members
-                .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-                .ok()
-                .and_then(|i| members.get(i))
-                .map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    /// The element `index` of an array.
-    pub fn index(&self, index: usize) -> Option<&Self> {
-        match self {
-            Json::Array(items) => items.get(index),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Json::String(s) => Some(s.as_ref()),
-            _ => None,
-        }
-    }
+/// One step of [`lookup`]'s path.
+pub enum Step<'s> {
+    /// An object's member: the last of that name, as serde_json's map keeps it.
+    Key(&'s str),
+    /// An array's element.
+    Index(usize),
 }
 
-/// Byte order of keys, and the last value of a duplicated key, as `BTreeMap::insert` does.
-fn sorted_unique(mut members: Vec<Member<'_>>) -> Vec<Member<'_>> {
-    if members.len() <= 16 {
-        insertion_sort(&mut members);
-    } else {
-        members = merge_sort(members);
-    }
-    // Of equal neighbours the first stays, with the value of the last.
-    members.dedup_by(|later, kept| {
-        let same = later.0 == kept.0;
-        if same {
-            std::mem::swap(&mut later.1, &mut kept.1);
-        }
-        same
-    });
-    members
-}
-
-/// A stable sort in place, without allocating: the objects of a configuration are small.
-fn insertion_sort(members: &mut [Member<'_>]) {
-    for i in 1..members.len() {
-        let mut j = i;
-        while j > 0 {
-            match (members.get(j - 1), members.get(j)) {
-                (Some(a), Some(b)) if b.0 < a.0 => members.swap(j - 1, j),
-                _ => break,
+/// The value at `path` in a document (for error messages: the document is valid JSON,
+/// the value may not be there).
+pub fn lookup<'a>(bytes: &'a [u8], path: &[Step]) -> Option<Value<'a>> {
+    let mut p = Parser::new(bytes);
+    for step in path {
+        let at = match *step {
+            Step::Key(key) => {
+                if p.peek_value().ok()? != b'{' {
+                    return None;
+                }
+                p.begin().ok()?;
+                let mut found = None;
+                let mut first = true;
+                while let Some(k) = p.next_key(first).ok()? {
+                    first = false;
+                    if *k == *key.as_bytes() {
+                        found = Some(p.index);
+                    }
+                    p.value().ok()?;
+                }
+                found?
             }
-            j -= 1;
-        }
+            Step::Index(index) => {
+                if p.peek_value().ok()? != b'[' {
+                    return None;
+                }
+                p.begin().ok()?;
+                let mut i = 0;
+                loop {
+                    if !p.next_element(i == 0).ok()? {
+                        return None;
+                    }
+                    if i == index {
+                        break p.index;
+                    }
+                    p.value().ok()?;
+                    i += 1;
+                }
+            }
+        };
+        p.index = at;
     }
+    p.value().ok()
 }
 
-/// A stable sort by key (among equal keys, the one read last stays last); the slice
-/// sorts of core cost 3 KB of wasm.
-fn merge_sort(mut left: Vec<Member<'_>>) -> Vec<Member<'_>> {
-    if left.len() < 2 {
-        return left;
+/// The document as a tree, as `serde_json::Value` without `arbitrary_precision` (keys in
+/// byte order, the last of duplicate keys wins): what the tests compare the parser with.
+#[cfg(test)]
+pub mod tree {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Json<'a> {
+        Null,
+        Bool(bool),
+        Number(Number),
+        String(Cow<'a, str>),
+        Array(Vec<Json<'a>>),
+        /// Sorted by key, keys unique.
+        Object(Vec<(Cow<'a, str>, Json<'a>)>),
     }
-    let right = merge_sort(left.split_off(left.len() / 2));
-    let left = merge_sort(left);
-    let mut out = Vec::with_capacity(left.len() + right.len());
-    let mut left = left.into_iter().peekable();
-    let mut right = right.into_iter().peekable();
-    loop {
-        let take_right = match (left.peek(), right.peek()) {
-            (Some(l), Some(r)) => r.0 < l.0,
-            (Some(_), None) => false,
-            (None, Some(_)) => true,
-            (None, None) => return out,
-        };
-        out.extend(if take_right {
-            right.next()
-        } else {
-            left.next()
-        });
+
+    pub fn parse(bytes: &[u8]) -> Result<Json<'_>, Error> {
+        let mut p = Parser::new(bytes);
+        let value = value(&mut p)?;
+        p.end()?;
+        Ok(value)
+    }
+
+    fn value<'a>(p: &mut Parser<'a>) -> Result<Json<'a>, Error> {
+        match p.peek_value()? {
+            b'[' => {
+                p.begin()?;
+                let mut items = Vec::new();
+                while p.next_element(items.is_empty())? {
+                    items.push(value(p)?);
+                }
+                Ok(Json::Array(items))
+            }
+            b'{' => {
+                p.begin()?;
+                let mut members: Vec<(Cow<str>, Json)> = Vec::new();
+                while let Some(key) = p.next_key(members.is_empty())? {
+                    let key = String::from_utf8(key.into_owned()).unwrap().into();
+                    let value = value(p)?;
+                    members.push((key, value));
+                }
+                members.sort_by(|a, b| a.0.cmp(&b.0));
+                // Of equal neighbours the first stays, with the value of the last.
+                members.dedup_by(|later, kept| {
+                    let same = later.0 == kept.0;
+                    if same {
+                        std::mem::swap(&mut later.1, &mut kept.1);
+                    }
+                    same
+                });
+                Ok(Json::Object(members))
+            }
+            _ => Ok(match p.value()? {
+                Value::Null => Json::Null,
+                Value::Bool(b) => Json::Bool(b),
+                Value::Number(n) => Json::Number(n),
+                Value::String(s) => Json::String(s),
+                Value::Array | Value::Object => unreachable!(),
+            }),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::tree::{parse, Json};
     use super::*;
 
     /// The same tree as serde_json's, number kinds and key order included.
@@ -874,11 +958,11 @@ mod tests {
         let text = br#"{"b": [1, -2, 2.5, 0, -0, -0.0, 18446744073709551616], "a": {"z": true, "y": "s"}, "b": "last"}"#;
         let json = parse(text).unwrap();
         let value: serde_json::Value = serde_json::from_slice(text).unwrap();
-        assert_eq!(json.key("b"), Some(&Json::String("last".into())));
         assert_eq!(value["b"], "last");
         let Json::Object(members) = &json else {
             panic!("not an object")
         };
+        assert_eq!(members[1].1, Json::String("last".into()));
         let keys: Vec<_> = members.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(keys, ["a", "b"]);
         for text in [
@@ -891,20 +975,32 @@ mod tests {
         }
     }
 
+    /// The whole document read without building anything, as `decode` skips a value.
+    fn skim(text: &[u8]) -> Result<(), Error> {
+        let mut p = Parser::new(text);
+        p.value()?;
+        p.end()
+    }
+
     fn check(text: &[u8]) {
+        let skimmed = skim(text);
         match (
             parse(text),
             serde_json::from_slice::<serde_json::Value>(text),
         ) {
             (Ok(json), Ok(value)) => {
-                assert!(same(&json, &value), "{:?}", String::from_utf8_lossy(text))
+                assert!(same(&json, &value), "{:?}", String::from_utf8_lossy(text));
+                assert_eq!(skimmed, Ok(()));
             }
-            (Err(a), Err(b)) => assert_eq!(
-                a.to_string(),
-                b.to_string(),
-                "{:?}",
-                String::from_utf8_lossy(text)
-            ),
+            (Err(a), Err(b)) => {
+                assert_eq!(
+                    a.to_string(),
+                    b.to_string(),
+                    "{:?}",
+                    String::from_utf8_lossy(text)
+                );
+                assert_eq!(skimmed, Err(a));
+            }
             (a, b) => panic!("{:?}: {a:?} vs {b:?}", String::from_utf8_lossy(text)),
         }
     }
@@ -963,6 +1059,41 @@ mod tests {
             }
             check(&text);
         }
+    }
+
+    #[test]
+    fn lookup_finds_the_last_member_of_a_name() {
+        let text = br#"{"services": [{"name": "a"}, {"name": 1, "name": "b\u0063"}, 7], "services": [{"x": 1}, {"name": "c", "x": [1, {"name": "d"}]}], "z": 1}"#;
+        let name = |i| {
+            lookup(
+                text,
+                &[Step::Key("services"), Step::Index(i), Step::Key("name")],
+            )
+        };
+        assert_eq!(name(0), None);
+        assert_eq!(name(1), Some(Value::String("c".into())));
+        assert_eq!(name(2), None);
+        assert_eq!(
+            lookup(text, &[Step::Key("z")]),
+            Some(Value::Number(Number::PosInt(1)))
+        );
+        let first = br#"{"services": [{"name": "a"}, {"name": 1, "name": "b\u0063"}, 7]}"#;
+        assert_eq!(
+            lookup(
+                first,
+                &[Step::Key("services"), Step::Index(1), Step::Key("name")]
+            ),
+            Some(Value::String("bc".into()))
+        );
+        assert_eq!(
+            lookup(first, &[Step::Key("services"), Step::Index(2)]),
+            Some(Value::Number(Number::PosInt(7)))
+        );
+        assert_eq!(
+            lookup(first, &[Step::Key("services"), Step::Index(3)]),
+            None
+        );
+        assert_eq!(lookup(b"[1]", &[Step::Key("services")]), None);
     }
 
     #[test]

@@ -22,11 +22,19 @@ const RESERVED_HEADERS: &[&str] = &[
 
 /// A configured host: a DNS name without port or wildcard, returned in lowercase.
 pub fn dns_name(value: &str) -> Result<String, &'static str> {
-    let name = value.strip_suffix('.').unwrap_or(value);
+    checked_host(value).map(str::to_ascii_lowercase)
+}
+
+/// [`dns_name`] without the lowercasing: the name, without its trailing dot, if valid.
+pub fn checked_host(value: &str) -> Result<&str, &'static str> {
+    let name = match value.as_bytes().last() {
+        Some(b'.') => value.get(..value.len() - 1).unwrap_or(value),
+        _ => value,
+    };
     if plain_dns_name(name) {
-        return Ok(name.to_ascii_lowercase());
+        return Ok(name);
     }
-    checked_dns_name(name)
+    checked_dns_name(name).map(|()| name)
 }
 
 /// Whether `name` passes every check of [`checked_dns_name`], in one pass over its
@@ -58,7 +66,7 @@ fn plain_dns_name(name: &str) -> bool {
 }
 
 /// `dns_name` after the trailing dot, check by check.
-fn checked_dns_name(name: &str) -> Result<String, &'static str> {
+fn checked_dns_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("empty");
     }
@@ -74,7 +82,7 @@ fn checked_dns_name(name: &str) -> Result<String, &'static str> {
     for label in name.split('.') {
         dns_label(label)?;
     }
-    Ok(name.to_ascii_lowercase())
+    Ok(())
 }
 
 /// An authority to send upstream: a DNS name with an optional `:port`.
@@ -142,16 +150,37 @@ pub fn header_name(value: &str) -> Result<String, &'static str> {
 /// A value the filter writes into a header (cluster and revision names): visible ASCII
 /// and inner spaces only, so it can never split or corrupt a header.
 pub fn header_value(value: &str) -> Result<(), &'static str> {
-    if value.is_empty() {
+    let bytes = value.as_bytes();
+    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
         return Err("empty");
-    }
-    if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+    };
+    if !printable(bytes) {
         return Err("only printable ASCII characters are allowed");
     }
-    if value.starts_with(' ') || value.ends_with(' ') {
+    if first == b' ' || last == b' ' {
         return Err("leading or trailing spaces");
     }
     Ok(())
+}
+
+/// Every byte in 0x20..0x7f, eight at a time.
+fn printable(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let w = <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes);
+        // Some byte below 0x20, some byte above 0x7e (exact for "some", as in
+        // skip_plain).
+        let below = w.wrapping_sub(ONES * 0x20) & !w;
+        let above = w.wrapping_add(ONES) | w;
+        if (below | above) & (ONES * 0x80) != 0 {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b))
 }
 
 fn is_tchar(b: u8) -> bool {
@@ -161,6 +190,23 @@ fn is_tchar(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_agrees_with_the_bytewise_check() {
+        for len in 0..20 {
+            for pos in 0..len {
+                for b in 0..=255u8 {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[pos] = b;
+                    if pos + 1 < len {
+                        bytes[pos + 1] = b.wrapping_mul(7);
+                    }
+                    let bytewise = bytes.iter().all(|&b| (0x20..0x7f).contains(&b));
+                    assert_eq!(printable(&bytes), bytewise, "{bytes:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn the_one_pass_check_agrees_with_the_checks_one_by_one() {

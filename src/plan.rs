@@ -3,16 +3,18 @@
 //! bumps without any host call and the timer flushes.
 
 use std::cell::Cell;
+use std::sync::Arc;
 
 use hashbrown::HashMap;
 
 use crate::health::{Counts, HealthCheck};
-use crate::router::Router;
+use crate::router::{Router, Service};
 
 /// One cluster the health machinery looks after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterPlan {
-    pub name: Box<str>,
+    /// The revision's own (a reference count, not a copy).
+    pub name: Arc<str>,
     /// Probe settings and `:authority` (from the first service that probes it).
     pub probe: Option<(HealthCheck, Box<str>)>,
     /// Errors are counted in shared windows (an outlier or rollback policy covers it).
@@ -42,39 +44,46 @@ impl Plan {
             ..Plan::default()
         };
         for (si, service) in router.services.iter().enumerate() {
-            plan.starts.push(plan.slot_info.len());
-            for (rev, revision) in service.revisions.iter().enumerate() {
-                let cluster = *index.entry(&revision.cluster).or_insert_with(|| {
-                    plan.clusters.push(ClusterPlan {
-                        name: revision.cluster.clone(),
-                        probe: None,
-                        windowed: false,
-                    });
-                    plan.clusters.len() - 1
-                });
-                if let Some(c) = plan.clusters.get_mut(cluster) {
-                    if c.probe.is_none() {
-                        c.probe = service.health_check.clone().map(|h| {
-                            let authority = revision
-                                .host
-                                .clone()
-                                .unwrap_or_else(|| service.probe_authority.clone());
-                            (h, authority)
-                        });
-                    }
-                    let is_canary = service.canary.is_some_and(|k| k.ready == rev);
-                    c.windowed |=
-                        service.outlier.is_some() || (is_canary && service.auto_rollback.is_some());
-                }
-                plan.slot_info.push((si, rev, cluster));
-            }
-            plan.active |= service.health_check.is_some()
-                || service.outlier.is_some()
-                || service.auto_rollback.is_some()
-                || service.steps.is_some();
+            plan.add(&mut index, si, service);
         }
         plan.starts.push(plan.slot_info.len());
         plan
+    }
+
+    /// One service's slots and clusters. A call per service: V8 runs a long loop in its
+    /// baseline code to the end of the call, and this function's optimised code soon.
+    #[inline(never)]
+    fn add<'r>(&mut self, index: &mut HashMap<&'r str, usize>, si: usize, service: &'r Service) {
+        self.starts.push(self.slot_info.len());
+        for (rev, revision) in service.revisions.iter().enumerate() {
+            let cluster = *index.entry(&revision.cluster).or_insert_with(|| {
+                self.clusters.push(ClusterPlan {
+                    name: revision.cluster.clone(),
+                    probe: None,
+                    windowed: false,
+                });
+                self.clusters.len() - 1
+            });
+            if let Some(c) = self.clusters.get_mut(cluster) {
+                if c.probe.is_none() {
+                    c.probe = service.health_check.clone().map(|h| {
+                        let authority = revision
+                            .host
+                            .clone()
+                            .unwrap_or_else(|| service.probe_authority.clone());
+                        (h, authority)
+                    });
+                }
+                let is_canary = service.canary.is_some_and(|k| k.ready == rev);
+                c.windowed |=
+                    service.outlier.is_some() || (is_canary && service.auto_rollback.is_some());
+            }
+            self.slot_info.push((si, rev, cluster));
+        }
+        self.active |= service.health_check.is_some()
+            || service.outlier.is_some()
+            || service.auto_rollback.is_some()
+            || service.steps.is_some();
     }
 
     pub fn slot(&self, service: usize, revision: usize) -> Option<usize> {

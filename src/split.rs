@@ -9,11 +9,27 @@ use crate::rng::Rng;
 
 pub const BUCKETS: u32 = 10_000;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Split {
     /// Revisions with a non-zero share, each owning buckets up to `end` (exclusive).
-    entries: Vec<Entry>,
+    entries: Entries,
 }
+
+impl std::fmt::Debug for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Split")
+            .field("entries", &self.entries.as_slice())
+            .finish()
+    }
+}
+
+impl PartialEq for Split {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries.as_slice() == other.entries.as_slice()
+    }
+}
+
+impl Eq for Split {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
@@ -21,21 +37,67 @@ struct Entry {
     end: u32,
 }
 
+/// A split's entries: up to two (every KServe-form split) inline, without an
+/// allocation (a configuration has a split per service, and the view two more); more in
+/// a Vec.
+#[derive(Debug, Clone)]
+enum Entries {
+    Inline { len: u8, items: [Entry; 2] },
+    Heap(Vec<Entry>),
+}
+
+impl Entries {
+    fn as_slice(&self) -> &[Entry] {
+        match self {
+            Entries::Inline { len, items } => items.get(..usize::from(*len)).unwrap_or_default(),
+            Entries::Heap(items) => items,
+        }
+    }
+}
+
+impl Entries {
+    fn new() -> Entries {
+        let none = Entry {
+            revision: 0,
+            end: 0,
+        };
+        Entries::Inline {
+            len: 0,
+            items: [none; 2],
+        }
+    }
+
+    fn push(&mut self, entry: Entry) {
+        match self {
+            Entries::Inline { len, items } => match items.get_mut(usize::from(*len)) {
+                Some(slot) => {
+                    *slot = entry;
+                    *len += 1;
+                }
+                None => {
+                    let mut all = items.to_vec();
+                    all.push(entry);
+                    *self = Entries::Heap(all);
+                }
+            },
+            Entries::Heap(all) => all.push(entry),
+        }
+    }
+}
+
 impl Split {
     /// `weights` are `(revision index, percent)`; the caller has checked that they sum
     /// to 100. Zero shares own no bucket.
     /// (A slice, not a generic iterator: one copy of this code in the .wasm.)
     pub fn new(weights: &[(usize, u32)]) -> Split {
+        let mut entries = Entries::new();
         let mut end = 0;
-        let entries = weights
-            .iter()
-            .copied()
-            .filter(|&(_, pct)| pct > 0)
-            .map(|(revision, pct)| {
+        for &(revision, pct) in weights {
+            if pct > 0 {
                 end += pct * (BUCKETS / 100);
-                Entry { revision, end }
-            })
-            .collect();
+                entries.push(Entry { revision, end });
+            }
+        }
         Split { entries }
     }
 
@@ -48,17 +110,21 @@ impl Split {
     }
 
     pub fn for_bucket(&self, bucket: u32) -> usize {
-        self.entries
+        let entries = self.entries.as_slice();
+        entries
             .iter()
             .find(|e| bucket < e.end)
-            .or(self.entries.last())
+            .or(entries.last())
             .map_or(0, |e| e.revision)
     }
 
     /// Whether the shares cover every bucket (so that `restricted` to all revisions
     /// returns the split unchanged).
     pub fn is_full(&self) -> bool {
-        self.entries.last().is_some_and(|e| e.end == BUCKETS)
+        self.entries
+            .as_slice()
+            .last()
+            .is_some_and(|e| e.end == BUCKETS)
     }
 
     /// The split among the revisions `keep` accepts, each keeping its share relative to
@@ -67,6 +133,7 @@ impl Split {
         let mut start = 0;
         let kept: Vec<(usize, u32)> = self
             .entries
+            .as_slice()
             .iter()
             .filter_map(|e| {
                 let width = e.end - start;
@@ -80,21 +147,19 @@ impl Split {
         }
         // Cumulative rounding: the last entry ends exactly at BUCKETS.
         let mut cumulative = 0u64;
-        let entries = kept
-            .into_iter()
-            .map(|(revision, width)| {
-                cumulative += u64::from(width);
-                let end = (cumulative * u64::from(BUCKETS) / u64::from(sum)) as u32;
-                Entry { revision, end }
-            })
-            .collect();
+        let mut entries = Entries::new();
+        for (revision, width) in kept {
+            cumulative += u64::from(width);
+            let end = (cumulative * u64::from(BUCKETS) / u64::from(sum)) as u32;
+            entries.push(Entry { revision, end });
+        }
         Some(Split { entries })
     }
 
     /// `(revision index, buckets out of 10,000)` with a non-zero share, in bucket order.
     pub fn shares(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
         let mut start = 0;
-        self.entries.iter().map(move |e| {
+        self.entries.as_slice().iter().map(move |e| {
             let width = e.end - start;
             start = e.end;
             (e.revision, width)
@@ -104,7 +169,7 @@ impl Split {
     /// `(revision index, percent)` with a non-zero share, in bucket order.
     pub fn percents(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
         let mut start = 0;
-        self.entries.iter().map(move |e| {
+        self.entries.as_slice().iter().map(move |e| {
             let pct = (e.end - start) / (BUCKETS / 100);
             start = e.end;
             (e.revision, pct)
@@ -127,7 +192,7 @@ pub fn sticky_bucket(value: &str) -> u32 {
 pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header
         .split(';')
-        .filter_map(|pair| crate::text::split_first(pair.trim(), b'='))
+        .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim_matches('"'))
         .filter(|v| !v.is_empty())
@@ -144,7 +209,12 @@ pub struct Interleave {
 impl Interleave {
     pub fn new(split: &Split) -> Interleave {
         Interleave {
-            current: split.entries.iter().map(|_| Cell::new(0)).collect(),
+            current: split
+                .entries
+                .as_slice()
+                .iter()
+                .map(|_| Cell::new(0))
+                .collect(),
         }
     }
 
@@ -287,6 +357,18 @@ mod tests {
         assert_eq!(cookie_value("xsession=1; session=", "session"), None);
         assert_eq!(cookie_value("garbage;;=;", "session"), None);
         assert_eq!(cookie_value("Session=1", "session"), None);
+    }
+
+    #[test]
+    fn splits_of_any_length_compare_by_their_entries() {
+        for n in 0..6usize {
+            let weights: Vec<(usize, u32)> = (0..n).map(|r| (r, 1)).collect();
+            let s = Split::new(&weights);
+            assert_eq!(s.entries.as_slice().len(), n);
+            assert_eq!(s.percents().collect::<Vec<_>>(), weights);
+            assert_eq!(s, s.clone());
+            assert_ne!(s, Split::new(&(0..=n).map(|r| (r, 1)).collect::<Vec<_>>()));
+        }
     }
 
     #[test]
