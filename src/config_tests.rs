@@ -796,3 +796,47 @@ fn mirror_copies_a_share_to_one_revision() {
     ));
     assert_mentions(&msg, &["mirror.maxBodyBytes", "16777217"]);
 }
+
+/// Read in one pass, the document still gives the errors of the tree it used to be
+/// decoded from (the expected texts are the previous implementation's): keys in byte
+/// order, the last of duplicates, syntax errors first, the service named from the
+/// document (escapes and all).
+#[test]
+fn errors_are_those_of_the_whole_document() {
+    let err = |text: &str| match parse(text.as_bytes()) {
+        Ok(_) => panic!("accepted {text}"),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(
+        err(
+            r#"{"services": [{"name": "a", "revisions": [{"name": "r", "cluster": "c"}], "hosts": 5, "canaryTrafficPercent": "x"}]}"#
+        ),
+        r#"service "a": canaryTrafficPercent: invalid type: string "x", expected i64"#
+    );
+    assert!(parse(br#"{"services": [{"name": "a", "hosts": 5, "hosts": ["a.com"], "revisions": [{"name": "r", "cluster": "c"}]}]}"#).is_ok());
+    assert_eq!(
+        err(
+            r#"{"services": [{"name": "a", "hosts": ["a.com"], "hosts": 5, "revisions": [{"name": "r", "cluster": "c"}]}]}"#
+        ),
+        r#"service "a": hosts: invalid type: integer `5`, expected a sequence"#
+    );
+    assert_eq!(
+        err(r#"{"services": [{"name": "a", "hosts": 5, "revisions": []}], "metrics": tru}"#),
+        "not valid JSON: expected ident at line 1 column 74"
+    );
+    assert_eq!(
+        err(
+            r#"{"services": [{"name": "x"}], "services": [{"n\u0061me": "caf\u00e9", "hosts": 5}]}"#
+        ),
+        r#"service "café": hosts: invalid type: integer `5`, expected a sequence"#
+    );
+    assert!(
+        err(r#"{"services": [{"name": "a", "zeta": 1, "alpha": 2, "hosts": 5}]}"#).starts_with(
+            r#"service "a": alpha: unknown field `alpha`, expected one of `name`, `hosts`,"#
+        )
+    );
+    assert_eq!(
+        err(r#"{"services": [{"name": 7, "hosts": 5}]}"#),
+        "services[0].hosts: invalid type: integer `5`, expected a sequence"
+    );
+}

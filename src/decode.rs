@@ -260,7 +260,9 @@ fn null(p: &mut Parser<'_>) -> Result<bool, json::Error> {
 
 impl<'a, T: FromJson<'a>> FromJson<'a> for Vec<T> {
     fn from_json(p: &mut Parser<'a>) -> Result<Self, Fail> {
-        let mut out = Vec::new();
+        // Configurations list one or two of most things (hosts, revisions): a vector's
+        // first allocation (four elements) is twice what most need.
+        let mut out = Vec::with_capacity(2);
         decode_seq(p, &mut |p| {
             out.push(T::from_json(p)?);
             Ok(())
