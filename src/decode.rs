@@ -489,7 +489,7 @@ fn decode_object<'a>(
         }
     }
     if let Some((key, error)) = bad.into_iter().min_by(|a, b| a.0.cmp(&b.0)) {
-        let key = String::from_utf8_lossy(&key).into_owned();
+        let key = crate::text::lossy(key.to_vec());
         let error = match error {
             Some((_, e)) => e,
             None => unknown_field(&key, fields),

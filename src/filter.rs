@@ -50,10 +50,7 @@ proxy_wasm::main! {{
 /// replace what is not UTF-8 (nothing the filter matches contains U+FFFD by accident).
 fn header(map: MapType, name: &str) -> Option<String> {
     let bytes = hostcalls::get_map_value_bytes(map, name).ok()??;
-    Some(match String::from_utf8(bytes) {
-        Ok(text) => text,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+    Some(crate::text::lossy(bytes))
 }
 
 /// The stat of a mirror metric, named after the revision the copies go to.
@@ -91,6 +88,8 @@ struct CanaryRoot {
     work_period_ms: u64,
     next_work: u64,
     next_probe: Vec<u64>,
+    /// Per cluster: a probe is in flight.
+    probing: Vec<bool>,
     /// Per cluster, the counts one flush adds to its shared window (all zero between
     /// flushes), and the clusters that have some.
     window_sums: Vec<Counts>,
@@ -134,6 +133,7 @@ impl CanaryRoot {
             work_period_ms: 0,
             next_work: 0,
             next_probe: Vec::new(),
+            probing: Vec::new(),
             window_sums: Vec::new(),
             touched: Vec::new(),
             seen: Seen::default(),
@@ -308,12 +308,9 @@ impl CanaryRoot {
                 continue;
             };
             let due = self.next_probe.get(ci).copied().unwrap_or(0);
-            if now < due
-                || self
-                    .calls
-                    .values()
-                    .any(|c| matches!(c, Call::Probe(p) if *p == ci))
-            {
+            // One probe per cluster in flight (a flag, not a scan of the calls: with
+            // thousands of probed clusters that scan is quadratic per tick).
+            if now < due || self.probing.get(ci).copied().unwrap_or(false) {
                 continue;
             }
             if let Some(next) = self.next_probe.get_mut(ci) {
@@ -329,6 +326,9 @@ impl CanaryRoot {
             match self.dispatch_http_call(&cluster.name, headers, None, vec![], timeout) {
                 Ok(token) => {
                     self.calls.insert(token, Call::Probe(ci));
+                    if let Some(flag) = self.probing.get_mut(ci) {
+                        *flag = true;
+                    }
                 }
                 Err(_) => self.record_probe(ci, false),
             }
@@ -563,7 +563,12 @@ impl Context for CanaryRoot {
         _num_trailers: usize,
     ) {
         let cluster = match self.calls.remove(&token_id) {
-            Some(Call::Probe(cluster)) => cluster,
+            Some(Call::Probe(cluster)) => {
+                if let Some(flag) = self.probing.get_mut(cluster) {
+                    *flag = false;
+                }
+                cluster
+            }
             Some(Call::Shadow(service, _ticket)) => {
                 self.shadow_answered(service, num_headers);
                 return;
@@ -605,6 +610,7 @@ impl RootContext for CanaryRoot {
         }
         self.counters = Rc::new(Counters::new(plan.slot_count()));
         self.next_probe = vec![0; plan.clusters.len()];
+        self.probing = vec![false; plan.clusters.len()];
         self.window_sums = vec![Counts::default(); plan.clusters.len()];
         self.touched.clear();
         self.view = Rc::new(View::configured(&router));

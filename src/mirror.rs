@@ -84,10 +84,7 @@ pub fn copy_headers(
         .map(|(name, value)| {
             let value = match (name.as_str(), authority) {
                 (":authority", Some(a)) => a.to_owned(),
-                _ => match String::from_utf8(value) {
-                    Ok(v) => v,
-                    Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                },
+                _ => crate::text::lossy(value),
             };
             (name, value)
         })

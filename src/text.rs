@@ -30,9 +30,69 @@ pub fn digits(s: &str) -> Option<u64> {
     })
 }
 
+/// `String::from_utf8_lossy`, owned: each invalid sequence becomes one U+FFFD, exactly
+/// as there. Written over `str::from_utf8` (which the module links anyway) instead of
+/// `Utf8Chunks`, for the `.wasm` size.
+pub fn lossy(bytes: Vec<u8>) -> String {
+    let rest = match String::from_utf8(bytes) {
+        Ok(text) => return text,
+        Err(e) => e.into_bytes(),
+    };
+    let mut out = String::with_capacity(rest.len() + 2);
+    let mut at = 0;
+    while let Some(tail) = rest.get(at..) {
+        match std::str::from_utf8(tail) {
+            Ok(valid) => {
+                out.push_str(valid);
+                break;
+            }
+            Err(e) => {
+                let valid = tail.get(..e.valid_up_to()).unwrap_or_default();
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                out.push(char::REPLACEMENT_CHARACTER);
+                at += e.valid_up_to() + e.error_len().unwrap_or(tail.len());
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lossy_is_from_utf8_lossy() {
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"plain".to_vec(),
+            "caf\u{e9}".as_bytes().to_vec(),
+            b"t\xe9st".to_vec(),
+            b"\xc3\x28".to_vec(),
+            b"\xff\xfe".to_vec(),
+            b"latest\xff".to_vec(),
+            b"\xe2\x82".to_vec(),
+            b"a\xf0\x9f\x98b\xf0\x9f\x98\x80".to_vec(),
+            b"\xed\xa0\x80".to_vec(),
+            b"\xf4\x90\x80\x80x".to_vec(),
+        ];
+        // Every one- and two-byte string over a mix of ASCII, lead and continuation bytes.
+        let alphabet = [b'a', 0x80, 0xbf, 0xc2, 0xe0, 0xed, 0xf0, 0xf4, 0xff];
+        for &x in &alphabet {
+            cases.push(vec![x]);
+            for &y in &alphabet {
+                cases.push(vec![x, y]);
+                cases.push(vec![x, y, 0x80, 0x80]);
+            }
+        }
+        for bytes in cases {
+            assert_eq!(
+                lossy(bytes.clone()),
+                String::from_utf8_lossy(&bytes),
+                "{bytes:?}"
+            );
+        }
+    }
 
     #[test]
     fn splits_as_str_does() {
