@@ -2,7 +2,7 @@
 //! rollback, and which revisions are out of rotation. Rebuilt on the timer from shared
 //! state, read by the request path without any host call.
 
-use crate::router::Router;
+use crate::router::{Canary, Router, Service};
 use crate::split::{Interleave, Split};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,46 +93,9 @@ impl View {
                 let rolled = service
                     .canary
                     .filter(|_| service.auto_rollback.is_some() && rolled_back(index));
-                let configured = service.split_at(now_ms);
-                let base = match rolled {
-                    Some(c) => Split::new([(c.rolled, 100)]),
-                    None => configured.clone(),
-                };
-                // The common case: every revision available, nothing rolled back, a split
-                // that covers every bucket; restricting it to all revisions is itself.
-                if rolled.is_none() && base.is_full() && unavailable.iter().all(Option::is_none) {
-                    return ServiceView {
-                        configured,
-                        interleave: interleave(service.exact, &base),
-                        split: base,
-                        unavailable,
-                        rolled_back: false,
-                        fail_open: false,
-                    };
-                }
-                let available = |rev: usize| unavailable.get(rev).is_some_and(Option::is_none);
-                // Failing open goes in tiers: revisions that are only not ready (probes can
-                // be wrong) before ejected ones (which just failed real traffic), and the
-                // configured split only when every revision is ejected.
-                let ejected: Vec<bool> = service
-                    .revisions
-                    .iter()
-                    .enumerate()
-                    .map(|(ri, r)| state(index, ri, &r.cluster).ejected)
-                    .collect();
-                let not_ejected = |rev: usize| ejected.get(rev) == Some(&false);
-                let (split, fail_open) = match base.restricted(available) {
-                    Some(split) => (split, false),
-                    None => (base.restricted(not_ejected).unwrap_or(base), true),
-                };
-                ServiceView {
-                    configured,
-                    interleave: interleave(service.exact, &split),
-                    split,
-                    unavailable,
-                    rolled_back: rolled.is_some(),
-                    fail_open,
-                }
+                service_view(service, now_ms, unavailable, rolled, &|ri, cluster| {
+                    state(index, ri, cluster).ejected
+                })
             })
             .collect();
         View { services }
@@ -140,6 +103,57 @@ impl View {
 
     pub fn service(&self, index: usize) -> Option<&ServiceView> {
         self.services.get(index)
+    }
+}
+
+/// The rest of a service's view, once its revisions' availability is known: not generic
+/// (one copy for `View::configured` and the timer's views).
+fn service_view(
+    service: &Service,
+    now_ms: u64,
+    unavailable: Vec<Option<Unavailable>>,
+    rolled: Option<Canary>,
+    ejected: &dyn Fn(usize, &str) -> bool,
+) -> ServiceView {
+    let configured = service.split_at(now_ms);
+    let base = match rolled {
+        Some(c) => Split::new([(c.rolled, 100)]),
+        None => configured.clone(),
+    };
+    // The common case: every revision available, nothing rolled back, a split that covers
+    // every bucket; restricting it to all revisions is itself.
+    if rolled.is_none() && base.is_full() && unavailable.iter().all(Option::is_none) {
+        return ServiceView {
+            configured,
+            interleave: interleave(service.exact, &base),
+            split: base,
+            unavailable,
+            rolled_back: false,
+            fail_open: false,
+        };
+    }
+    let available = |rev: usize| unavailable.get(rev).is_some_and(Option::is_none);
+    // Failing open goes in tiers: revisions that are only not ready (probes can be wrong)
+    // before ejected ones (which just failed real traffic), and the configured split only
+    // when every revision is ejected.
+    let ejected: Vec<bool> = service
+        .revisions
+        .iter()
+        .enumerate()
+        .map(|(ri, r)| ejected(ri, &r.cluster))
+        .collect();
+    let not_ejected = |rev: usize| ejected.get(rev) == Some(&false);
+    let (split, fail_open) = match base.restricted(available) {
+        Some(split) => (split, false),
+        None => (base.restricted(not_ejected).unwrap_or(base), true),
+    };
+    ServiceView {
+        configured,
+        interleave: interleave(service.exact, &split),
+        split,
+        unavailable,
+        rolled_back: rolled.is_some(),
+        fail_open,
     }
 }
 
