@@ -3,7 +3,6 @@
 //! a configuration that loads can be routed without a failure path per request.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
@@ -576,7 +575,7 @@ fn compile_revisions(raw: &[RawRevision<'_>]) -> Result<Vec<Revision>, ErrorKind
         };
         revisions.push(Revision {
             name: Box::from(&*r.name),
-            cluster: Arc::from(&*r.cluster),
+            cluster: Box::from(&*r.cluster),
             host,
         });
     }
