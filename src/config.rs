@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 use std::fmt::Write;
-use std::sync::Arc;
 
 use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
@@ -578,7 +577,7 @@ fn compile_revisions(raw: &[RawRevision<'_>]) -> Result<Vec<Revision>, ErrorKind
         };
         revisions.push(Revision {
             name: Box::from(&*r.name),
-            cluster: Arc::from(&*r.cluster),
+            cluster: Box::from(&*r.cluster),
             host,
         });
     }

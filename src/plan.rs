@@ -3,7 +3,6 @@
 //! bumps without any host call and the timer flushes.
 
 use std::cell::Cell;
-use std::sync::Arc;
 
 use hashbrown::HashMap;
 
@@ -13,8 +12,7 @@ use crate::router::{Router, Service};
 /// One cluster the health machinery looks after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterPlan {
-    /// The revision's own (a reference count, not a copy).
-    pub name: Arc<str>,
+    pub name: Box<str>,
     /// Probe settings and `:authority` (from the first service that probes it).
     pub probe: Option<(HealthCheck, Box<str>)>,
     /// Errors are counted in shared windows (an outlier or rollback policy covers it).

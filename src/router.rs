@@ -2,8 +2,6 @@
 //! configuration (see `config`), read-only afterwards: lookups are one hash probe on a
 //! stack-normalised key, decisions touch no JSON and allocate nothing of their own.
 
-use std::sync::Arc;
-
 use hashbrown::HashMap;
 
 use crate::authority::{host_part, is_lowercase, lowercase_into, KeyBuf, KEY_CAPACITY};
@@ -79,8 +77,7 @@ pub struct Canary {
 #[derive(Debug)]
 pub struct Revision {
     pub(crate) name: Box<str>,
-    /// Shared with the timer's plan (`plan::ClusterPlan`), which names every cluster.
-    pub(crate) cluster: Arc<str>,
+    pub(crate) cluster: Box<str>,
     /// Authority to send upstream instead of the client's.
     pub(crate) host: Option<Box<str>>,
 }

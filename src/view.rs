@@ -2,7 +2,7 @@
 //! rollback, and which revisions are out of rotation. Rebuilt on the timer from shared
 //! state, read by the request path without any host call.
 
-use crate::router::{Router, Service};
+use crate::router::{Canary, Router, Service};
 use crate::split::{Interleave, Split};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,30 @@ impl View {
             .services
             .iter()
             .enumerate()
-            .map(|(index, service)| service_view(index, service, now_ms, &state, &rolled_back))
+            .map(|(index, service)| {
+                let unavailable: Vec<Option<Unavailable>> = service
+                    .revisions
+                    .iter()
+                    .enumerate()
+                    .map(|(ri, r)| {
+                        let state = state(index, ri, &r.cluster);
+                        if !state.ready {
+                            Some(Unavailable::NotReady)
+                        } else if state.ejected {
+                            Some(Unavailable::Ejected)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                // A rollback outlives the step schedule: it stops the progression.
+                let rolled = service
+                    .canary
+                    .filter(|_| service.auto_rollback.is_some() && rolled_back(index));
+                service_view(service, now_ms, unavailable, rolled, &|ri, cluster| {
+                    state(index, ri, cluster).ejected
+                })
+            })
             .collect();
         View { services }
     }
@@ -83,42 +106,22 @@ impl View {
     }
 }
 
-/// One service's view. A call per service: V8 runs a long loop in its baseline code to
-/// the end of the call, and this function's optimised code soon.
-#[inline(never)]
+/// The rest of a service's view, once its revisions' availability is known: not generic
+/// (one copy for `View::configured` and the timer's views).
 fn service_view(
-    index: usize,
     service: &Service,
     now_ms: u64,
-    state: &dyn Fn(usize, usize, &str) -> ClusterState,
-    rolled_back: &dyn Fn(usize) -> bool,
+    unavailable: Vec<Option<Unavailable>>,
+    rolled: Option<Canary>,
+    ejected: &dyn Fn(usize, &str) -> bool,
 ) -> ServiceView {
-    let unavailable: Vec<Option<Unavailable>> = service
-        .revisions
-        .iter()
-        .enumerate()
-        .map(|(ri, r)| {
-            let state = state(index, ri, &r.cluster);
-            if !state.ready {
-                Some(Unavailable::NotReady)
-            } else if state.ejected {
-                Some(Unavailable::Ejected)
-            } else {
-                None
-            }
-        })
-        .collect();
-    // A rollback outlives the step schedule: it stops the progression.
-    let rolled = service
-        .canary
-        .filter(|_| service.auto_rollback.is_some() && rolled_back(index));
     let configured = service.split_at(now_ms);
     let base = match rolled {
         Some(c) => Split::new(&[(c.rolled, 100)]),
         None => configured.clone(),
     };
-    // The common case: every revision available, nothing rolled back, a split
-    // that covers every bucket; restricting it to all revisions is itself.
+    // The common case: every revision available, nothing rolled back, a split that covers
+    // every bucket; restricting it to all revisions is itself.
     if rolled.is_none() && base.is_full() && unavailable.iter().all(Option::is_none) {
         return ServiceView {
             configured,
@@ -130,14 +133,14 @@ fn service_view(
         };
     }
     let available = |rev: usize| unavailable.get(rev).is_some_and(Option::is_none);
-    // Failing open goes in tiers: revisions that are only not ready (probes can
-    // be wrong) before ejected ones (which just failed real traffic), and the
-    // configured split only when every revision is ejected.
+    // Failing open goes in tiers: revisions that are only not ready (probes can be wrong)
+    // before ejected ones (which just failed real traffic), and the configured split only
+    // when every revision is ejected.
     let ejected: Vec<bool> = service
         .revisions
         .iter()
         .enumerate()
-        .map(|(ri, r)| state(index, ri, &r.cluster).ejected)
+        .map(|(ri, r)| ejected(ri, &r.cluster))
         .collect();
     let not_ejected = |rev: usize| ejected.get(rev) == Some(&false);
     let (split, fail_open) = match base.restricted(&available) {
