@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
-use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 
 use crate::decode::{from_json, same, Error as DecodeError, Fail, Segment};
@@ -1048,17 +1047,19 @@ fn claim_model(
     field: String,
     model: &str,
 ) -> Result<(), ErrorKind> {
-    let taken = match router.models.entry(model.into()) {
-        Entry::Vacant(slot) => {
-            slot.insert(HostRoute {
+    // A lookup, then an insert: the table's `insert` is linked anyway, `entry` would
+    // add its own copy of the probing code to the .wasm.
+    let Some(taken) = router.models.get(model) else {
+        router.models.insert(
+            model.into(),
+            HostRoute {
                 service: index,
                 tag: None,
-            });
-            return Ok(());
-        }
-        Entry::Occupied(taken) => taken,
+            },
+        );
+        return Ok(());
     };
-    let reason = if taken.get().service == index {
+    let reason = if taken.service == index {
         "listed twice"
     } else {
         "another service already serves this model (model names are unique across services)"
@@ -1077,15 +1078,11 @@ fn claim(
     host: String,
     route: HostRoute,
 ) -> Result<(), ErrorKind> {
-    // One lookup: a conflict fails the whole configuration anyway.
-    let taken = match router.hosts.entry(host.into_boxed_str()) {
-        Entry::Vacant(slot) => {
-            slot.insert(route);
-            return Ok(());
-        }
-        Entry::Occupied(taken) => taken,
+    // A lookup, then an insert (see claim_model).
+    let Some(existing) = router.hosts.get(host.as_str()) else {
+        router.hosts.insert(host.into_boxed_str(), route);
+        return Ok(());
     };
-    let existing = taken.get();
     let owner = router
         .services
         .get(existing.service)
@@ -1098,7 +1095,7 @@ fn claim(
     };
     Err(ErrorKind::HostConflict {
         field: field(),
-        host: taken.key().to_string(),
+        host,
         other,
     })
 }
