@@ -9,12 +9,14 @@ WASM := target/$(TARGET)/release/canary_router.wasm
 # What gets shipped: the wasm after `wasm-opt` (Debian binaryen 108 needs the features
 # Rust 1.95 emits spelled out). Beyond -Oz: --flatten --rereloop first (-Oz then finds
 # more, 2.3 KB), --low-memory-unused (the first 1 KiB of memory is the far end of Rust's
-# 1 MiB stack, so load/store offsets may be folded, 1.9 KB) and --converge (repeat until
-# nothing shrinks, 0.7 KB).
+# 1 MiB stack, so load/store offsets may be folded, 1.9 KB), --converge (repeat until
+# nothing shrinks, 0.7 KB), then --local-cse before and --merge-similar-functions -Oz
+# after (0.3 KB).
 OPT_WASM := target/canary-router.wasm
 WASM_FEATURES := --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
 	--enable-mutable-globals --enable-multivalue --enable-reference-types
-WASM_OPT_FLAGS := --flatten --rereloop -Oz --low-memory-unused --converge $(WASM_FEATURES)
+WASM_OPT_FLAGS := --flatten --rereloop --local-cse -Oz --low-memory-unused --converge \
+	--merge-similar-functions -Oz $(WASM_FEATURES)
 # The proxy-wasm SDK exports every callback of the ABI (gRPC, TCP, queues, response
 # bodies, ...); Envoy skips a callback a module does not export. Before wasm-opt,
 # `wasm-metadce` (binaryen) drops every export but these, and with them the SDK code
@@ -22,7 +24,7 @@ WASM_OPT_FLAGS := --flatten --rereloop -Oz --low-memory-unused --converge $(WASM
 # on_response_body, on_log and on_done, which this filter leaves at their defaults.
 # tests/test_wasm_exports.py checks this list against the hooks src/filter.rs implements.
 EXPORTS := memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate \
-	proxy_on_vm_start proxy_on_configure proxy_on_context_create proxy_on_delete proxy_on_tick \
+	proxy_on_configure proxy_on_context_create proxy_on_delete proxy_on_tick \
 	proxy_on_http_call_response proxy_on_request_headers proxy_on_request_body \
 	proxy_on_request_trailers proxy_on_response_headers
 # $(call trim_exports,in.wasm,out.wasm,exports)
@@ -155,7 +157,7 @@ BENCH_FILTERS := empty set_header floor_d floor_e hostcalls
 BENCH_BUILT := target/bench-filters/$(TARGET)/release
 BENCH_TRIMMED := target/bench-filters/trimmed
 BENCH_LIFECYCLE := memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate \
-	proxy_on_vm_start proxy_on_configure proxy_on_context_create proxy_on_delete
+	proxy_on_configure proxy_on_context_create proxy_on_delete
 bench-filters: toolchain tools
 	@for f in $(BENCH_FILTERS); do \
 	  (cd bench/filters/$$f && CARGO_TARGET_DIR=$(CURDIR)/target/bench-filters \

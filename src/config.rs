@@ -926,7 +926,7 @@ fn rate_policy(
     if !(max_error_rate > 0.0 && max_error_rate <= 1.0) {
         return Err(ErrorKind::InvalidValue {
             field: format!("{section}.maxErrorRate"),
-            value: crate::numfmt::display(max_error_rate),
+            value: crate::numfmt::brief(max_error_rate),
             reason: "a fraction in (0, 1]: 0.05 is 5%",
         });
     }

@@ -2,6 +2,15 @@
 //! formatting (Grisu, Dragon, their bignums and tables: about 17 KB of the wasm). The
 //! shortest round-trip digits come from zmij, which serde_json links anyway.
 
+/// A configured number in an error message: an integer without a fraction (`5`, the
+/// usual slip for 5%), anything else in zmij's shortest round-trip form (`1.5`, `1e-7`).
+pub fn brief(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < (1u64 << 53) as f64 {
+        return format!("{}", x as i64);
+    }
+    zmij::Buffer::new().format(x).to_owned()
+}
+
 /// `format!("{x}")`: the shortest digits that read back as `x`, never in exponent form
 /// (`5`, `0.05`, `1e-7` as `0.0000001`).
 pub fn display(x: f64) -> String {
@@ -141,7 +150,9 @@ pub fn one_decimal(x: f64) -> String {
         return format!("{sign}inf");
     }
     if a >= (1u64 << 60) as f64 {
-        return format!("{}.0", display(x));
+        // Never a percentage: zmij's shortest form (`1e+20`) keeps `display` out of the
+        // .wasm.
+        return zmij::Buffer::new().format_finite(x).to_owned();
     }
     // a = mantissa * 2^exponent, exactly.
     let bits = a.to_bits();
@@ -184,6 +195,22 @@ mod tests {
         assert_eq!(display(x), format!("{x}"), "{x:e}");
         if x.is_nan() || x.abs() < (1u64 << 60) as f64 {
             assert_eq!(one_decimal(x), format!("{x:.1}"), "{x:e}");
+        }
+    }
+
+    #[test]
+    fn brief_prints_integers_without_a_fraction() {
+        for (x, text) in [
+            (5.0, "5"),
+            (0.0, "0"),
+            (-3.0, "-3"),
+            (1.5, "1.5"),
+            (-0.1, "-0.1"),
+            (0.05, "0.05"),
+            (1e-7, "1e-7"),
+            (1e20, "1e+20"),
+        ] {
+            assert_eq!(brief(x), text, "{x}");
         }
     }
 
