@@ -783,6 +783,10 @@ def main():
     lines += [
         "",
         "Notes:",
+        "- Every wasm variant exports only the ABI callbacks it implements, as `make opt` ships "
+        "canary-router (Makefile: EXPORTS, BENCH_LIFECYCLE); Envoy skips a callback a module does "
+        "not export, so c calls into its VM only to create and delete a context, c1 also for the "
+        "request headers, and none of them for on_log, on_done or the response body.",
         f"- e sends one fixed sticky value (`x-user: {USER}`: hey and wrk send the same headers on "
         "every request) and no `traffic` header: the header rule is read and misses, the sticky "
         "hash decides the split.",
