@@ -7,7 +7,10 @@ use std::fmt::Write;
 
 use hashbrown::HashMap;
 
-use crate::decode::{from_json, same, Error as DecodeError, Fail, Segment};
+use crate::decode::{
+    decode_seq, decode_struct, from_json, required, same, Error as DecodeError, Fail, Field,
+    FromJson, Segment,
+};
 use crate::error::{ConfigError, ErrorKind};
 use crate::health::{HealthCheck, Outlier, RatePolicy, BUCKET_MS, MAX_WINDOW_BUCKETS};
 use crate::mirror::{Mirror, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MS, MAX_BODY_BYTES_LIMIT};
@@ -15,7 +18,7 @@ use crate::model_path;
 use crate::names;
 use crate::quoted::Quoted;
 use crate::router::{
-    Canary, HeaderRoute, HostRoute, Revision, Router, Service, Sticky, TagRoute,
+    Canary, HeaderRoute, HostRoute, Policies, Revision, Router, Service, Sticky, TagRoute,
     DEFAULT_CLUSTER_HEADER, DEFAULT_REVISION_HEADER, DEFAULT_TAG_HEADER,
 };
 use crate::split::Split;
@@ -24,17 +27,71 @@ use crate::steps::{parse_rfc3339, Steps};
 /// A string of the document: borrowed, unless it had escapes.
 type Str<'t> = Cow<'t, str>;
 
-from_json! {
-    struct RawConfig<'t> {
-        cluster_header: Option<Str<'t>>,
-        revision_header: Option<Str<'t>>,
-        tag_header: Option<Str<'t>>,
-        #[default]
-        upstream_revision_header: bool,
-        status_path: Option<Str<'t>>,
-        metrics: Option<bool>,
-        services: Vec<RawService<'t>>,
+/// The top level's fields but `services`, whose services are compiled one by one as they
+/// are decoded (see [`decode_config`]): a 10,000-service configuration never exists as
+/// raw structs all at once.
+#[derive(Default)]
+struct RawTop<'t> {
+    cluster_header: Option<Str<'t>>,
+    revision_header: Option<Str<'t>>,
+    tag_header: Option<Str<'t>>,
+    upstream_revision_header: bool,
+    status_path: Option<Str<'t>>,
+    metrics: Option<bool>,
+}
+
+/// The top level's fields as the decoder names them, in declaration order.
+const TOP_FIELDS: &[Field] = &[
+    Field::new(b"clusterHeader", false, true),
+    Field::new(b"revisionHeader", false, true),
+    Field::new(b"tagHeader", false, true),
+    Field::new(b"upstreamRevisionHeader", true, false),
+    Field::new(b"statusPath", false, true),
+    Field::new(b"metrics", false, true),
+    Field::new(b"services", false, false),
+];
+
+/// Where [`decode_config`] hands each service of the `services` array.
+trait Services<'t> {
+    /// The array starts (again, if the key is repeated: the last one counts); `top` holds
+    /// the fields decoded so far.
+    fn start(&mut self, top: &RawTop<'t>);
+    fn service(&mut self, raw: RawService<'t>);
+}
+
+/// Decodes the configuration object, handing services to `sink` as they come.
+fn decode_config<'t>(bytes: &'t [u8], sink: &mut dyn Services<'t>) -> Result<RawTop<'t>, Fail> {
+    let mut p = crate::json::Parser::new(bytes);
+    let mut top = RawTop::default();
+    let result = decode_struct(
+        &mut p,
+        "RawConfig",
+        TOP_FIELDS,
+        required(TOP_FIELDS),
+        &mut |index, p| {
+            match index {
+                0 => top.cluster_header = FromJson::from_json(p)?,
+                1 => top.revision_header = FromJson::from_json(p)?,
+                2 => top.tag_header = FromJson::from_json(p)?,
+                3 => top.upstream_revision_header = FromJson::from_json(p)?,
+                4 => top.status_path = FromJson::from_json(p)?,
+                5 => top.metrics = FromJson::from_json(p)?,
+                _ => {
+                    sink.start(&top);
+                    decode_seq(p, &mut |p| {
+                        sink.service(RawService::from_json(p)?);
+                        Ok(())
+                    })?;
+                }
+            }
+            Ok(())
+        },
+    );
+    // As `decode::from_slice`: after a type error, the rest is still checked.
+    if !matches!(result, Err(Fail::Syntax(_))) {
+        p.end()?;
     }
+    result.map(|()| top)
 }
 
 from_json! {
@@ -144,12 +201,6 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConfigError::top(ErrorKind::Empty));
     }
-    let not_json = |e: crate::json::Error| {
-        ConfigError::top(ErrorKind::Json {
-            path: String::new(),
-            message: format!("not valid JSON: {e}"),
-        })
-    };
     let first = bytes
         .iter()
         .find(|b| !matches!(b, b' ' | b'\n' | b'\t' | b'\r'));
@@ -162,20 +213,53 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
             message: "the configuration must be a JSON object with \"services\"".into(),
         }));
     }
-    let raw = match crate::decode::from_slice::<RawConfig>(bytes) {
-        Ok(raw) => raw,
-        Err(Fail::Syntax(e)) => return Err(not_json(e)),
-        Err(Fail::Decode(e)) => return Err(json_error(bytes, e)),
+    let (built, raw) = build(bytes, None)?;
+    let top = top_level(&raw)?;
+    // Services were checked against the headers known when the array began; in the rare
+    // document that names them later, and where a service's rules depend on them, again.
+    let headers = (top.cluster_header.clone(), top.tag_header.clone());
+    let built = if built.used_headers && built.headers != headers {
+        build(bytes, Some(headers))?.0
+    } else {
+        built
     };
-    compile(&raw)
+    built.finish(&raw, top)
+}
+
+fn not_json(e: crate::json::Error) -> ConfigError {
+    ConfigError::top(ErrorKind::Json {
+        path: String::new(),
+        message: format!("not valid JSON: {e}"),
+    })
+}
+
+/// One pass over the document: decoded, and its services compiled as they come.
+fn build(
+    bytes: &[u8],
+    headers: Option<(String, String)>,
+) -> Result<(Build<'_>, RawTop<'_>), ConfigError> {
+    let mut build = Build::new(headers, bytes.len());
+    match decode_config(bytes, &mut build) {
+        Ok(raw) => Ok((build, raw)),
+        Err(Fail::Syntax(e)) => Err(not_json(e)),
+        Err(Fail::Decode(e)) => Err(json_error(bytes, e)),
+    }
 }
 
 /// Only the decoding part of [`parse`] (for bench/configure.rs): the number of services.
 #[doc(hidden)]
 pub fn decode_only(bytes: &[u8]) -> Option<usize> {
-    crate::decode::from_slice::<RawConfig>(bytes)
-        .ok()
-        .map(|raw| raw.services.len())
+    struct Count(usize);
+    impl<'t> Services<'t> for Count {
+        fn start(&mut self, _: &RawTop<'t>) {
+            self.0 = 0;
+        }
+        fn service(&mut self, _: RawService<'t>) {
+            self.0 += 1;
+        }
+    }
+    let mut count = Count(0);
+    decode_config(bytes, &mut count).ok().map(|_| count.0)
 }
 
 /// Names the service a shape error is in, so the message reads like the others.
@@ -212,7 +296,15 @@ fn json_error(bytes: &[u8], err: DecodeError) -> ConfigError {
     ConfigError::top(ErrorKind::Json { path, message })
 }
 
-fn compile(raw: &RawConfig<'_>) -> Result<Router, ConfigError> {
+/// The top level's settings, checked (before any service's errors are reported).
+struct TopLevel {
+    cluster_header: String,
+    revision_header: String,
+    tag_header: String,
+    status_path: Option<Box<str>>,
+}
+
+fn top_level(raw: &RawTop<'_>) -> Result<TopLevel, ConfigError> {
     let cluster_header = header_field(
         "clusterHeader",
         raw.cluster_header.as_deref(),
@@ -243,43 +335,136 @@ fn compile(raw: &RawConfig<'_>) -> Result<Router, ConfigError> {
         .as_deref()
         .map(|p| url_path("statusPath", p).map_err(ConfigError::top))
         .transpose()?;
-    // Sized for every service's hosts (tag hosts come on top): no rehash while filling.
-    let hosts: usize = raw.services.iter().map(|s| s.hosts.len()).sum();
-    let mut router = Router {
-        cluster_header: cluster_header.into(),
-        revision_header: revision_header.into(),
-        upstream_revision_header: raw.upstream_revision_header,
-        tag_header: tag_header.into(),
-        tag_routing: false,
-        models: HashMap::new(),
+    Ok(TopLevel {
+        cluster_header,
+        revision_header,
+        tag_header,
         status_path,
-        metrics: raw.metrics.unwrap_or(false),
-        hosts: HashMap::with_capacity(hosts),
-        services: Vec::with_capacity(raw.services.len()),
-    };
-    let mut service_names: HashMap<&str, usize> = HashMap::with_capacity(raw.services.len());
-    for raw_service in &raw.services {
-        let index = router.services.len();
-        let name = &*raw_service.name;
+    })
+}
+
+/// A router being built from the services of one pass, in document order.
+struct Build<'t> {
+    router: Router,
+    /// The clusterHeader and tagHeader services are checked against.
+    headers: (String, String),
+    /// `headers` were given (a second pass), not taken from the fields seen so far.
+    fixed: bool,
+    /// A service compiled so far has rules that depend on `headers`.
+    used_headers: bool,
+    /// Service names as the document spells them; those with escapes in `unescaped`.
+    names: HashMap<&'t str, usize>,
+    unescaped: HashMap<Box<str>, HostRoute>,
+    /// The first service that failed: later services are only decoded.
+    error: Option<ConfigError>,
+    /// Room for the services of the document, about.
+    room: usize,
+}
+
+impl<'t> Build<'t> {
+    fn new(headers: Option<(String, String)>, document_len: usize) -> Self {
+        Build {
+            router: Router::default(),
+            fixed: headers.is_some(),
+            headers: headers.unwrap_or_default(),
+            used_headers: false,
+            names: HashMap::new(),
+            unescaped: HashMap::new(),
+            error: None,
+            // Services take a few hundred bytes of JSON each: room for that many, so that
+            // the tables rarely grow (room never written to costs no memory pages).
+            room: document_len / 256,
+        }
+    }
+
+    /// The router, or the first service's error (the top level's came first).
+    fn finish(self, raw: &RawTop<'_>, top: TopLevel) -> Result<Router, ConfigError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let mut router = self.router;
+        router.cluster_header = top.cluster_header.into();
+        router.revision_header = top.revision_header.into();
+        router.tag_header = top.tag_header.into();
+        router.upstream_revision_header = raw.upstream_revision_header;
+        router.status_path = top.status_path;
+        router.metrics = raw.metrics.unwrap_or(false);
+        Ok(router)
+    }
+
+    fn compile(&mut self, raw: &RawService<'t>) -> Result<Service, ConfigError> {
+        let index = self.router.services.len();
+        let name = &*raw.name;
         let fail = |kind| ConfigError::in_service(name, kind);
         if name.is_empty() {
             return Err(ConfigError::top(ErrorKind::EmptyValue {
                 field: format!("services[{index}].name"),
             }));
         }
-        // Inserted before the service compiles: an error fails the whole configuration.
-        if service_names.insert(name, index).is_some() {
+        if self.names.contains_key(name) || self.unescaped.contains_key(name) {
             return Err(fail(ErrorKind::DuplicateService {
                 name: name.to_owned(),
             }));
         }
-        let service = compile_service(raw_service, &router.cluster_header, &router.tag_header)
-            .map_err(fail)?;
-        register_hosts(&mut router, index, &service, raw_service).map_err(fail)?;
-        router.tag_routing |= !service.tags.is_empty();
-        router.services.push(service);
+        self.used_headers |= !raw.header_routes.is_empty() || raw.sticky.is_some();
+        let (cluster_header, tag_header) = &self.headers;
+        let service = compile_service(raw, cluster_header, tag_header).map_err(fail)?;
+        register_hosts(&mut self.router, index, &service, raw).map_err(fail)?;
+        Ok(service)
     }
-    Ok(router)
+}
+
+impl<'t> Services<'t> for Build<'t> {
+    fn start(&mut self, top: &RawTop<'t>) {
+        // Afresh, also when `services` is repeated (the last one counts).
+        self.router = Router {
+            hosts: HashMap::with_capacity(self.room),
+            services: Vec::with_capacity(self.room),
+            ..Router::default()
+        };
+        self.names = HashMap::with_capacity(self.room);
+        self.unescaped = HashMap::new();
+        self.error = None;
+        self.used_headers = false;
+        if !self.fixed {
+            // Invalid ones fail the top level, whatever the services say.
+            let valid = |v: &Option<Str<'_>>, default: &str| {
+                v.as_deref()
+                    .and_then(|v| names::header_name(v).ok())
+                    .unwrap_or_else(|| default.to_owned())
+            };
+            self.headers = (
+                valid(&top.cluster_header, DEFAULT_CLUSTER_HEADER),
+                valid(&top.tag_header, DEFAULT_TAG_HEADER),
+            );
+        }
+    }
+
+    fn service(&mut self, raw: RawService<'t>) {
+        if self.error.is_some() {
+            return;
+        }
+        match self.compile(&raw) {
+            Ok(service) => {
+                let index = self.router.services.len();
+                self.router.tag_routing |= !service.tags.is_empty();
+                match raw.name {
+                    Cow::Borrowed(name) => {
+                        self.names.insert(name, index);
+                    }
+                    Cow::Owned(name) => {
+                        let route = HostRoute {
+                            service: index,
+                            tag: None,
+                        };
+                        self.unescaped.insert(name.into(), route);
+                    }
+                }
+                self.router.services.push(service);
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
 }
 
 fn header_field(field: &str, value: Option<&str>, default: &str) -> Result<String, ConfigError> {
@@ -488,21 +673,30 @@ fn compile_service(
         split = Split::new(&[(c.ready, first), (c.rolled, 100 - first)]);
     }
 
+    let policies = Policies {
+        health_check,
+        outlier,
+        auto_rollback,
+        sticky,
+        steps,
+        mirror,
+    };
+    let some = policies.health_check.is_some()
+        || policies.outlier.is_some()
+        || policies.auto_rollback.is_some()
+        || policies.sticky.is_some()
+        || policies.steps.is_some()
+        || policies.mirror.is_some();
     Ok(Service {
         name: Box::from(&*raw.name),
         revisions,
         split,
         header_routes,
-        health_check,
-        outlier,
-        auto_rollback,
         canary,
         probe_authority,
-        steps,
         tags,
-        sticky,
         exact,
-        mirror,
+        policies: some.then(|| Box::new(policies)),
     })
 }
 

@@ -840,3 +840,92 @@ fn errors_are_those_of_the_whole_document() {
         "services[0].hosts: invalid type: integer `5`, expected a sequence"
     );
 }
+
+/// Services are compiled as they are decoded, before the top level's later keys are read:
+/// the result is still the whole document's, whatever the order of its keys.
+#[test]
+fn services_are_checked_against_the_whole_top_level() {
+    let err = |text: &str| match parse(text.as_bytes()) {
+        Ok(_) => panic!("accepted {text}"),
+        Err(e) => e.to_string(),
+    };
+    let service = |extra: &str| {
+        format!(
+            r#"{{"name": "a", "hosts": ["a.com"], "revisions": [{{"name": "r", "cluster": "c"}}]{extra}}}"#
+        )
+    };
+    let route = |header: &str| {
+        service(&format!(
+            r#", "headerRoutes": [{{"header": "{header}", "value": "v", "revision": "r"}}]"#
+        ))
+    };
+    // A header route on the default clusterHeader is fine once clusterHeader is renamed,
+    // before or after the services.
+    for text in [
+        format!(
+            r#"{{"clusterHeader": "x-to", "services": [{}]}}"#,
+            route("x-canary-cluster")
+        ),
+        format!(
+            r#"{{"services": [{}], "clusterHeader": "x-to"}}"#,
+            route("x-canary-cluster")
+        ),
+    ] {
+        let router = parse(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(router.cluster_header(), "x-to");
+    }
+    // And a route on the renamed one is refused, wherever the rename is.
+    for text in [
+        format!(
+            r#"{{"clusterHeader": "x-to", "services": [{}]}}"#,
+            route("x-to")
+        ),
+        format!(
+            r#"{{"services": [{}], "clusterHeader": "x-to"}}"#,
+            route("x-to")
+        ),
+        format!(
+            r#"{{"services": [{}], "clusterHeader": "x-a", "clusterHeader": "x-to"}}"#,
+            route("x-to")
+        ),
+    ] {
+        assert!(err(&text).contains("strips clusterHeader"), "{text}");
+    }
+    // A sticky header named like tagHeader, which Istio's sorted keys put after services.
+    let sticky = service(r#", "sticky": {"header": "x-user"}"#);
+    assert!(
+        parse(format!(r#"{{"services": [{sticky}], "tagHeader": "x-tag"}}"#).as_bytes()).is_ok()
+    );
+    assert!(err(&format!(
+        r#"{{"services": [{sticky}], "tagHeader": "x-user"}}"#
+    ))
+    .contains("sticky"));
+    // The top level's errors come before the services', its type errors before both.
+    let bad_service = service(r#", "split": "sometimes""#);
+    assert!(err(&format!(
+        r#"{{"services": [{bad_service}], "clusterHeader": "x y"}}"#
+    ))
+    .starts_with("clusterHeader"));
+    assert_eq!(
+        err(&format!(
+            r#"{{"services": [{bad_service}], "metrics": "yes"}}"#
+        )),
+        r#"metrics: invalid type: string "yes", expected a boolean"#
+    );
+    assert!(err(&format!(r#"{{"services": [{bad_service}]}}"#)).contains("sometimes"));
+    // The last `services` counts, errors and all.
+    let good = service("");
+    assert!(
+        parse(format!(r#"{{"services": [{bad_service}], "services": [{good}]}}"#).as_bytes())
+            .is_ok()
+    );
+    assert!(err(&format!(
+        r#"{{"services": [{good}], "services": [{bad_service}]}}"#
+    ))
+    .contains("sometimes"));
+    // Names with escapes are compared decoded.
+    let twin =
+        r#"{"name": "\u0061", "hosts": ["b.com"], "revisions": [{"name": "r", "cluster": "c"}]}"#;
+    assert!(err(&format!(r#"{{"services": [{good}, {twin}]}}"#)).contains("used twice"));
+    assert!(err(&format!(r#"{{"services": [{twin}, {good}]}}"#)).contains("used twice"));
+}

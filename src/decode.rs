@@ -108,6 +108,7 @@ impl From<Error> for Fail {
 }
 
 /// Decodes a whole document.
+#[cfg(test)]
 pub fn from_slice<'a, T: FromJson<'a>>(bytes: &'a [u8]) -> Result<T, Fail> {
     let mut p = Parser::new(bytes);
     let value = T::from_json(&mut p);
@@ -273,7 +274,7 @@ impl<'a, T: FromJson<'a>> FromJson<'a> for Vec<T> {
 
 /// Reads an array, calling `item` for each element until one does not fit (the rest
 /// are only checked).
-fn decode_seq<'a>(
+pub fn decode_seq<'a>(
     p: &mut Parser<'a>,
     item: &mut dyn FnMut(&mut Parser<'a>) -> Result<(), Fail>,
 ) -> Result<(), Fail> {
@@ -312,6 +313,14 @@ pub struct Field {
 }
 
 impl Field {
+    pub const fn new(name: &'static [u8], default: bool, optional: bool) -> Field {
+        Field {
+            name,
+            default,
+            optional,
+        }
+    }
+
     fn name(&self) -> &str {
         std::str::from_utf8(self.name).unwrap_or_default()
     }

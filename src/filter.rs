@@ -205,7 +205,7 @@ impl CanaryRoot {
     fn evaluate(&mut self, now: u64) {
         let router = Rc::clone(&self.router);
         for (si, service) in router.services.iter().enumerate() {
-            if let Some(outlier) = service.outlier {
+            if let Some(outlier) = service.outlier() {
                 let id_of = |r: usize| service.revisions.get(r).map(|rev| cluster_id(&rev.cluster));
                 let split: Vec<u64> = service
                     .split
@@ -249,7 +249,7 @@ impl CanaryRoot {
                     }
                 }
             }
-            let (Some(policy), Some(canary)) = (service.auto_rollback, service.canary) else {
+            let (Some(policy), Some(canary)) = (service.auto_rollback(), service.canary) else {
                 continue;
             };
             if !service.canary_active(now) {
@@ -387,7 +387,7 @@ impl CanaryRoot {
             .services
             .iter()
             .map(|s| {
-                if s.outlier.is_none() {
+                if s.outlier().is_none() {
                     return Vec::new();
                 }
                 let set =
@@ -403,7 +403,7 @@ impl CanaryRoot {
             .services
             .iter()
             .map(|s| {
-                s.auto_rollback.is_some()
+                s.auto_rollback().is_some()
                     && s.canary.is_some()
                     && shared::get(&self.rollback_key(&s.name))
                         .is_some_and(|v| v != NOT_ROLLED_BACK)
@@ -521,9 +521,9 @@ impl CanaryRoot {
         let router = Rc::clone(&self.router);
         let view = Rc::clone(&self.view);
         for (service, state) in router.services.iter().zip(&view.services) {
-            if service.health_check.is_none()
-                && service.outlier.is_none()
-                && service.auto_rollback.is_none()
+            if service.health_check().is_none()
+                && service.outlier().is_none()
+                && service.auto_rollback().is_none()
             {
                 continue;
             }
@@ -601,10 +601,10 @@ impl RootContext for CanaryRoot {
         self.loaded_at = now_ms();
         // Flags that exactly one VM may flip, created before any VM races to flip them.
         for service in &router.services {
-            if service.auto_rollback.is_some() {
+            if service.auto_rollback().is_some() {
                 shared::ensure(&self.rollback_key(&service.name), NOT_ROLLED_BACK);
             }
-            if service.health_check.is_some() || service.outlier.is_some() {
+            if service.health_check().is_some() || service.outlier().is_some() {
                 shared::ensure(&self.scoped("failopen", &service.name), &[0]);
             }
         }
@@ -622,7 +622,7 @@ impl RootContext for CanaryRoot {
         } else {
             None
         };
-        let mirrors = router.services.iter().any(|s| s.mirror.is_some());
+        let mirrors = router.services.iter().any(|s| s.mirror().is_some());
         self.work_period_ms = work.map_or(0, |p| p.as_millis() as u64);
         self.next_work = 0;
         // A new configuration starts with its own outbox: copies of the old one are

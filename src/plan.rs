@@ -64,7 +64,7 @@ impl Plan {
             });
             if let Some(c) = self.clusters.get_mut(cluster) {
                 if c.probe.is_none() {
-                    c.probe = service.health_check.clone().map(|h| {
+                    c.probe = service.health_check().cloned().map(|h| {
                         let authority = revision
                             .host
                             .clone()
@@ -74,14 +74,14 @@ impl Plan {
                 }
                 let is_canary = service.canary.is_some_and(|k| k.ready == rev);
                 c.windowed |=
-                    service.outlier.is_some() || (is_canary && service.auto_rollback.is_some());
+                    service.outlier().is_some() || (is_canary && service.auto_rollback().is_some());
             }
             self.slot_info.push((si, rev, cluster));
         }
-        self.active |= service.health_check.is_some()
-            || service.outlier.is_some()
-            || service.auto_rollback.is_some()
-            || service.steps.is_some();
+        self.active |= service.health_check().is_some()
+            || service.outlier().is_some()
+            || service.auto_rollback().is_some()
+            || service.steps().is_some();
     }
 
     pub fn slot(&self, service: usize, revision: usize) -> Option<usize> {

@@ -40,17 +40,24 @@ pub struct Service {
     pub(crate) revisions: Vec<Revision>,
     pub(crate) split: Split,
     pub(crate) header_routes: Vec<HeaderRoute>,
-    pub(crate) health_check: Option<HealthCheck>,
-    pub(crate) outlier: Option<Outlier>,
-    pub(crate) auto_rollback: Option<RatePolicy>,
     pub(crate) canary: Option<Canary>,
     /// `:authority` of probes to revisions without their own `host`.
     pub(crate) probe_authority: Box<str>,
     /// With tag routing: tag -> revision (`latest`/`prev`, or Knative tags).
     pub(crate) tags: Vec<(Box<str>, usize)>,
-    pub(crate) sticky: Option<Sticky>,
     /// `split: exact`: deterministic interleave instead of random draws.
     pub(crate) exact: bool,
+    /// What few services have, apart: a configuration may list 10,000 services.
+    pub(crate) policies: Option<Box<Policies>>,
+}
+
+/// A service's health, rollback, stickiness, step and mirror settings.
+#[derive(Debug, Default)]
+pub struct Policies {
+    pub(crate) health_check: Option<HealthCheck>,
+    pub(crate) outlier: Option<Outlier>,
+    pub(crate) auto_rollback: Option<RatePolicy>,
+    pub(crate) sticky: Option<Sticky>,
     /// Progressive canary share by wall-clock time (KServe form, instead of
     /// canaryTrafficPercent).
     pub(crate) steps: Option<crate::steps::Steps>,
@@ -198,7 +205,7 @@ impl Router {
     /// A service's mirror setting and the revision it copies to.
     pub fn mirror(&self, service: usize) -> Option<(&crate::mirror::Mirror, &Revision)> {
         let s = self.services.get(service)?;
-        let m = s.mirror.as_ref()?;
+        let m = s.mirror()?;
         Some((m, s.revisions.get(m.revision)?))
     }
 
@@ -257,7 +264,7 @@ impl Router {
                     Some(rule) => (rule, None, true),
                     None => {
                         let split = state.map_or(&service.split, |s| &s.split);
-                        let revision = match sticky_value(service.sticky.as_ref(), &mut header) {
+                        let revision = match sticky_value(service.sticky(), &mut header) {
                             Some(value) => split.for_bucket(sticky_bucket(&value)),
                             None => match state.filter(|_| service.exact) {
                                 Some(s) => s.interleave.pick(split),
@@ -338,9 +345,33 @@ impl Service {
         &self.name
     }
 
+    pub fn health_check(&self) -> Option<&HealthCheck> {
+        self.policies.as_ref()?.health_check.as_ref()
+    }
+
+    pub fn outlier(&self) -> Option<&Outlier> {
+        self.policies.as_ref()?.outlier.as_ref()
+    }
+
+    pub fn auto_rollback(&self) -> Option<&RatePolicy> {
+        self.policies.as_ref()?.auto_rollback.as_ref()
+    }
+
+    pub fn sticky(&self) -> Option<&Sticky> {
+        self.policies.as_ref()?.sticky.as_ref()
+    }
+
+    pub fn steps(&self) -> Option<&crate::steps::Steps> {
+        self.policies.as_ref()?.steps.as_ref()
+    }
+
+    pub fn mirror(&self) -> Option<&crate::mirror::Mirror> {
+        self.policies.as_ref()?.mirror.as_ref()
+    }
+
     /// The configured split at `now_ms` (the current step's, with steps).
     pub fn split_at(&self, now_ms: u64) -> Split {
-        match (&self.steps, self.canary) {
+        match (self.steps(), self.canary) {
             (Some(steps), Some(c)) => {
                 let p = steps.percent(now_ms);
                 Split::new(&[(c.ready, p), (c.rolled, 100 - p)])
@@ -352,7 +383,7 @@ impl Service {
     /// Whether a canary is live at `now_ms` (strictly between 0 and 100 percent), so that
     /// automatic rollback watches it.
     pub fn canary_active(&self, now_ms: u64) -> bool {
-        match (&self.steps, self.canary) {
+        match (self.steps(), self.canary) {
             (Some(steps), Some(_)) => {
                 let p = steps.percent(now_ms);
                 p > 0 && p < 100
@@ -363,7 +394,7 @@ impl Service {
 
     /// The current step's canary percent, for services with steps.
     pub fn step_percent(&self, now_ms: u64) -> Option<u32> {
-        self.steps.as_ref().map(|s| s.percent(now_ms))
+        self.steps().map(|s| s.percent(now_ms))
     }
 
     /// `(revision name, percent)` of the split, in bucket order, for logs and status.

@@ -92,7 +92,7 @@ impl View {
                 // A rollback outlives the step schedule: it stops the progression.
                 let rolled = service
                     .canary
-                    .filter(|_| service.auto_rollback.is_some() && rolled_back(index));
+                    .filter(|_| service.auto_rollback().is_some() && rolled_back(index));
                 service_view(service, now_ms, unavailable, rolled, &|ri, cluster| {
                     state(index, ri, cluster).ejected
                 })
