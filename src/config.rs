@@ -23,6 +23,7 @@ use crate::router::{
 };
 use crate::split::Split;
 use crate::steps::{parse_rfc3339, Steps};
+use crate::strhash::StrHash;
 
 /// A string of the document: borrowed, unless it had escapes.
 type Str<'t> = Cow<'t, str>;
@@ -353,8 +354,8 @@ struct Build<'t> {
     /// A service compiled so far has rules that depend on `headers`.
     used_headers: bool,
     /// Service names as the document spells them; those with escapes in `unescaped`.
-    names: HashMap<&'t str, usize>,
-    unescaped: HashMap<Box<str>, HostRoute>,
+    names: HashMap<&'t str, usize, StrHash>,
+    unescaped: HashMap<Box<str>, HostRoute, StrHash>,
     /// The first service that failed: later services are only decoded.
     error: Option<ConfigError>,
     /// Room for the services of the document, about.
@@ -368,8 +369,8 @@ impl<'t> Build<'t> {
             fixed: headers.is_some(),
             headers: headers.unwrap_or_default(),
             used_headers: false,
-            names: HashMap::new(),
-            unescaped: HashMap::new(),
+            names: HashMap::default(),
+            unescaped: HashMap::default(),
             error: None,
             // Services take a few hundred bytes of JSON each: room for that many, so that
             // the tables rarely grow (room never written to costs no memory pages).
@@ -418,12 +419,12 @@ impl<'t> Services<'t> for Build<'t> {
     fn start(&mut self, top: &RawTop<'t>) {
         // Afresh, also when `services` is repeated (the last one counts).
         self.router = Router {
-            hosts: HashMap::with_capacity(self.room),
+            hosts: HashMap::with_capacity_and_hasher(self.room, StrHash),
             services: Vec::with_capacity(self.room),
             ..Router::default()
         };
-        self.names = HashMap::with_capacity(self.room);
-        self.unescaped = HashMap::new();
+        self.names = HashMap::with_capacity_and_hasher(self.room, StrHash);
+        self.unescaped = HashMap::default();
         self.error = None;
         self.used_headers = false;
         if !self.fixed {

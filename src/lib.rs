@@ -28,6 +28,7 @@ pub mod view;
 mod filter;
 #[cfg(target_arch = "wasm32")]
 mod shared;
+pub mod strhash;
 
 pub use config::parse;
 pub use error::{ConfigError, ErrorKind};

@@ -8,6 +8,7 @@ use hashbrown::HashMap;
 
 use crate::health::{Counts, HealthCheck};
 use crate::router::{Router, Service};
+use crate::strhash::StrHash;
 
 /// One cluster the health machinery looks after.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +35,8 @@ pub struct Plan {
 impl Plan {
     pub fn new(router: &Router) -> Plan {
         let revisions: usize = router.services.iter().map(|s| s.revisions.len()).sum();
-        let mut index: HashMap<&str, usize> = HashMap::with_capacity(revisions);
+        let mut index: HashMap<&str, usize, StrHash> =
+            HashMap::with_capacity_and_hasher(revisions, StrHash);
         let mut plan = Plan {
             clusters: Vec::with_capacity(revisions),
             starts: Vec::with_capacity(router.services.len() + 1),
@@ -51,7 +53,12 @@ impl Plan {
     /// One service's slots and clusters. A call per service: V8 runs a long loop in its
     /// baseline code to the end of the call, and this function's optimised code soon.
     #[inline(never)]
-    fn add<'r>(&mut self, index: &mut HashMap<&'r str, usize>, si: usize, service: &'r Service) {
+    fn add<'r>(
+        &mut self,
+        index: &mut HashMap<&'r str, usize, StrHash>,
+        si: usize,
+        service: &'r Service,
+    ) {
         self.starts.push(self.slot_info.len());
         for (rev, revision) in service.revisions.iter().enumerate() {
             let cluster = *index.entry(&revision.cluster).or_insert_with(|| {

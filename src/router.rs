@@ -8,6 +8,7 @@ use crate::authority::{host_part, is_lowercase, lowercase_into, KeyBuf, KEY_CAPA
 use crate::health::{HealthCheck, Outlier, RatePolicy};
 use crate::rng::Rng;
 use crate::split::{cookie_value, sticky_bucket, Split};
+use crate::strhash::StrHash;
 use crate::view::{Unavailable, View};
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-canary-cluster";
@@ -28,9 +29,9 @@ pub struct Router {
     /// Per-revision Envoy stats (costs a `:status` read per routed response).
     pub(crate) metrics: bool,
     /// Every authority the filter answers, plain and tagged, lowercased without port.
-    pub(crate) hosts: HashMap<Box<str>, HostRoute>,
+    pub(crate) hosts: HashMap<Box<str>, HostRoute, StrHash>,
     /// Model name -> service, for requests whose host no service has.
-    pub(crate) models: HashMap<Box<str>, HostRoute>,
+    pub(crate) models: HashMap<Box<str>, HostRoute, StrHash>,
     pub(crate) services: Vec<Service>,
 }
 
@@ -161,8 +162,8 @@ impl Default for Router {
             tag_routing: false,
             status_path: None,
             metrics: false,
-            hosts: HashMap::new(),
-            models: HashMap::new(),
+            hosts: HashMap::default(),
+            models: HashMap::default(),
             services: Vec::new(),
         }
     }
