@@ -103,8 +103,10 @@ fn phase_view(router: &Router) -> View {
 fn phase_rest(bytes: &[u8], router: &Router, plan: &Plan) -> usize {
     let copy = bytes.to_vec();
     let fingerprint = format!("{:016x}", canary_router::health::fingerprint(&copy));
-    let counters = Counters::new(plan.slot_count());
-    let next_probe = vec![0u64; plan.clusters.len()];
+    // As on_configure: counters and health bookkeeping only with metrics or a policy.
+    let counted = router.metrics() || plan.active;
+    let counters = Counters::new(if counted { plan.slot_count() } else { 0 });
+    let next_probe = vec![0u64; if plan.active { plan.clusters.len() } else { 0 }];
     let summary = router.summary();
     black_box((&counters, &next_probe));
     fingerprint.len() + summary.len()

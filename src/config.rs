@@ -771,7 +771,7 @@ fn compile_revisions(raw: &[RawRevision<'_>]) -> Result<Vec<Revision>, ErrorKind
         };
         revisions.push(Revision {
             name: Box::from(&*r.name),
-            cluster: Box::from(&*r.cluster),
+            cluster: std::rc::Rc::from(&*r.cluster),
             host,
         });
     }

@@ -214,11 +214,9 @@ impl CanaryRoot {
                     .collect();
                 // Readiness by cluster id, as this VM's view has it.
                 let not_ready: Vec<u64> = self.view.service(si).map_or(Vec::new(), |s| {
-                    s.unavailable
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, u)| **u == Some(crate::view::Unavailable::NotReady))
-                        .filter_map(|(r, _)| id_of(r))
+                    (0..service.revisions.len())
+                        .filter(|&r| s.unavailable(r) == Some(crate::view::Unavailable::NotReady))
+                        .filter_map(id_of)
                         .collect()
                 });
                 let ready = |c: u64| !not_ready.contains(&c);
@@ -304,7 +302,7 @@ impl CanaryRoot {
         }
         let plan = Rc::clone(&self.plan);
         for (ci, cluster) in plan.clusters.iter().enumerate() {
-            let Some((check, authority)) = &cluster.probe else {
+            let Some((check, authority)) = cluster.probe.as_deref() else {
                 continue;
             };
             let due = self.next_probe.get(ci).copied().unwrap_or(0);
@@ -340,7 +338,7 @@ impl CanaryRoot {
             .plan
             .clusters
             .get(cluster)
-            .and_then(|c| Some((c, c.probe.as_ref().map(|(h, _)| h)?)))
+            .and_then(|c| Some((c, c.probe.as_deref().map(|(h, _)| h)?)))
         else {
             return;
         };
@@ -528,7 +526,7 @@ impl CanaryRoot {
                 continue;
             }
             for (ri, revision) in service.revisions.iter().enumerate() {
-                let unavailable = state.unavailable.get(ri).copied().flatten();
+                let unavailable = state.unavailable(ri);
                 let share = state
                     .split
                     .shares()
@@ -608,10 +606,18 @@ impl RootContext for CanaryRoot {
                 shared::ensure(&self.scoped("failopen", &service.name), &[0]);
             }
         }
-        self.counters = Rc::new(Counters::new(plan.slot_count()));
-        self.next_probe = vec![0; plan.clusters.len()];
-        self.probing = vec![false; plan.clusters.len()];
-        self.window_sums = vec![Counts::default(); plan.clusters.len()];
+        // Counts and health bookkeeping only where something reads them: with neither
+        // metrics nor a policy, 10,000 services would zero a megabyte for nothing.
+        let counted = if router.metrics() || plan.active {
+            plan.slot_count()
+        } else {
+            0
+        };
+        let watched = if plan.active { plan.clusters.len() } else { 0 };
+        self.counters = Rc::new(Counters::new(counted));
+        self.next_probe = vec![0; watched];
+        self.probing = vec![false; watched];
+        self.window_sums = vec![Counts::default(); watched];
         self.touched.clear();
         self.view = Rc::new(View::configured(&router));
         self.seen = Seen::default();
@@ -723,7 +729,7 @@ impl CanaryHttp {
         let unavailable = self
             .view
             .service(choice.service)
-            .and_then(|s| s.unavailable.get(mirror.revision).copied().flatten())
+            .and_then(|s| s.unavailable(mirror.revision))
             .is_some();
         if unavailable {
             self.outbox.skipped(choice.service, Skip::Unavailable);

@@ -3,6 +3,7 @@
 //! bumps without any host call and the timer flushes.
 
 use std::cell::Cell;
+use std::rc::Rc;
 
 use hashbrown::HashMap;
 
@@ -13,9 +14,9 @@ use crate::strhash::StrHash;
 /// One cluster the health machinery looks after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterPlan {
-    pub name: Box<str>,
+    pub name: Rc<str>,
     /// Probe settings and `:authority` (from the first service that probes it).
-    pub probe: Option<(HealthCheck, Box<str>)>,
+    pub probe: Option<Box<(HealthCheck, Box<str>)>>,
     /// Errors are counted in shared windows (an outlier or rollback policy covers it).
     pub windowed: bool,
 }
@@ -63,7 +64,7 @@ impl Plan {
         for (rev, revision) in service.revisions.iter().enumerate() {
             let cluster = *index.entry(&revision.cluster).or_insert_with(|| {
                 self.clusters.push(ClusterPlan {
-                    name: revision.cluster.clone(),
+                    name: Rc::clone(&revision.cluster),
                     probe: None,
                     windowed: false,
                 });
@@ -76,7 +77,7 @@ impl Plan {
                             .host
                             .clone()
                             .unwrap_or_else(|| service.probe_authority.clone());
-                        (h, authority)
+                        Box::new((h, authority))
                     });
                 }
                 let is_canary = service.canary.is_some_and(|k| k.ready == rev);
@@ -232,12 +233,12 @@ mod tests {
         assert_eq!(plan.slot_count(), 3);
         let c1 = &plan.clusters[0];
         assert_eq!(
-            c1.probe.as_ref().map(|(h, a)| (&*h.path, &**a)),
+            c1.probe.as_deref().map(|(h, a)| (&*h.path, &**a)),
             Some(("/v1/models/a", "a.com"))
         );
         assert!(!c1.windowed, "the stable revision has no policy");
         let c2 = &plan.clusters[1];
-        assert_eq!(c2.probe.as_ref().map(|(_, a)| &**a), Some("a2.internal"));
+        assert_eq!(c2.probe.as_deref().map(|(_, a)| &**a), Some("a2.internal"));
         assert!(c2.windowed, "the canary is watched for rollback");
         assert_eq!(plan.cluster_of_slot(plan.slot(1, 0).unwrap()), Some(0));
         let slots: Vec<_> = [

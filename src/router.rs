@@ -85,7 +85,8 @@ pub struct Canary {
 #[derive(Debug)]
 pub struct Revision {
     pub(crate) name: Box<str>,
-    pub(crate) cluster: Box<str>,
+    /// Shared with the plan's entry for the cluster.
+    pub(crate) cluster: std::rc::Rc<str>,
     /// Authority to send upstream instead of the client's.
     pub(crate) host: Option<Box<str>>,
 }
@@ -283,8 +284,7 @@ impl Router {
             revision,
         };
         if explicit {
-            if let Some(reason) = state.and_then(|s| s.unavailable.get(revision).copied().flatten())
-            {
+            if let Some(reason) = state.and_then(|s| s.unavailable(revision)) {
                 return Some(Outcome::Unavailable {
                     choice,
                     revision: &chosen.name,

@@ -43,7 +43,7 @@ pub fn render(router: &Router, view: &View) -> String {
         w.key("url");
         w.string(&format!("http://{}", service.probe_authority));
         w.key("ready");
-        w.bool(state.unavailable.iter().any(Option::is_none));
+        w.bool((0..service.revisions.len()).any(|r| state.unavailable(r).is_none()));
         if let Some(rev) = prev {
             w.key("prev");
             w.number(percent_of(rev));
@@ -85,7 +85,8 @@ pub fn render(router: &Router, view: &View) -> String {
         shares(&mut w, "effectiveSplit", &state.split);
         w.key("revisions");
         w.open('[');
-        for (r, u) in service.revisions.iter().zip(&state.unavailable) {
+        for (ri, r) in service.revisions.iter().enumerate() {
+            let u = state.unavailable(ri);
             w.item();
             w.open('{');
             w.key("name");
@@ -93,9 +94,9 @@ pub fn render(router: &Router, view: &View) -> String {
             w.key("cluster");
             w.string(&r.cluster);
             w.key("ready");
-            w.bool(*u != Some(Unavailable::NotReady));
+            w.bool(u != Some(Unavailable::NotReady));
             w.key("ejected");
-            w.bool(*u == Some(Unavailable::Ejected));
+            w.bool(u == Some(Unavailable::Ejected));
             w.close('}');
         }
         w.close(']');

@@ -39,7 +39,9 @@ impl Default for ClusterState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceView {
     pub split: Split,
-    /// Per revision, why it is out of rotation.
+    /// Per revision, why it is out of rotation; empty when every revision is available
+    /// (the usual case, without an allocation per service): read through
+    /// [`ServiceView::unavailable`].
     pub unavailable: Vec<Option<Unavailable>>,
     pub rolled_back: bool,
     /// No revision that would take a share is available: the configured split is used.
@@ -74,21 +76,23 @@ impl View {
             .iter()
             .enumerate()
             .map(|(index, service)| {
-                let unavailable: Vec<Option<Unavailable>> = service
-                    .revisions
-                    .iter()
-                    .enumerate()
-                    .map(|(ri, r)| {
-                        let state = state(index, ri, &r.cluster);
-                        if !state.ready {
-                            Some(Unavailable::NotReady)
-                        } else if state.ejected {
-                            Some(Unavailable::Ejected)
-                        } else {
-                            None
-                        }
-                    })
-                    .collect();
+                let why = |(ri, r): (usize, &crate::router::Revision)| {
+                    let state = state(index, ri, &r.cluster);
+                    if !state.ready {
+                        Some(Unavailable::NotReady)
+                    } else if state.ejected {
+                        Some(Unavailable::Ejected)
+                    } else {
+                        None
+                    }
+                };
+                let revisions = service.revisions.iter().enumerate();
+                let unavailable: Vec<Option<Unavailable>> =
+                    if revisions.clone().map(why).all(|u| u.is_none()) {
+                        Vec::new()
+                    } else {
+                        revisions.map(why).collect()
+                    };
                 // A rollback outlives the step schedule: it stops the progression.
                 let rolled = service
                     .canary
@@ -103,6 +107,13 @@ impl View {
 
     pub fn service(&self, index: usize) -> Option<&ServiceView> {
         self.services.get(index)
+    }
+}
+
+impl ServiceView {
+    /// Why revision `rev` is out of rotation, if it is.
+    pub fn unavailable(&self, rev: usize) -> Option<Unavailable> {
+        self.unavailable.get(rev).copied().flatten()
     }
 }
 
@@ -122,7 +133,7 @@ fn service_view(
     };
     // The common case: every revision available, nothing rolled back, a split that covers
     // every bucket; restricting it to all revisions is itself.
-    if rolled.is_none() && base.is_full() && unavailable.iter().all(Option::is_none) {
+    if rolled.is_none() && base.is_full() && unavailable.is_empty() {
         return ServiceView {
             configured,
             interleave: interleave(service.exact, &base),
@@ -132,7 +143,9 @@ fn service_view(
             fail_open: false,
         };
     }
-    let available = |rev: usize| unavailable.get(rev).is_some_and(Option::is_none);
+    let available = |rev: usize| {
+        rev < service.revisions.len() && unavailable.get(rev).copied().flatten().is_none()
+    };
     // Failing open goes in tiers: revisions that are only not ready (probes can be wrong)
     // before ejected ones (which just failed real traffic), and the configured split only
     // when every revision is ejected.
