@@ -8,7 +8,7 @@ use std::fmt::Write;
 use hashbrown::HashMap;
 
 use crate::decode::{
-    decode_seq, decode_struct, from_json, required, same, Error as DecodeError, Fail, Field,
+    decode_seq, decode_struct, from_json, required, same, set, Error as DecodeError, Fail, Field,
     FromJson, Segment,
 };
 use crate::error::{ConfigError, ErrorKind};
@@ -71,12 +71,12 @@ fn decode_config<'t>(bytes: &'t [u8], sink: &mut dyn Services<'t>) -> Result<Raw
         required(TOP_FIELDS),
         &mut |index, p| {
             match index {
-                0 => top.cluster_header = FromJson::from_json(p)?,
-                1 => top.revision_header = FromJson::from_json(p)?,
-                2 => top.tag_header = FromJson::from_json(p)?,
-                3 => top.upstream_revision_header = FromJson::from_json(p)?,
-                4 => top.status_path = FromJson::from_json(p)?,
-                5 => top.metrics = FromJson::from_json(p)?,
+                0 => set(&mut top.cluster_header, p)?,
+                1 => set(&mut top.revision_header, p)?,
+                2 => set(&mut top.tag_header, p)?,
+                3 => set(&mut top.upstream_revision_header, p)?,
+                4 => set(&mut top.status_path, p)?,
+                5 => set(&mut top.metrics, p)?,
                 _ => {
                     sink.start(&top);
                     decode_seq(p, &mut |p| {
@@ -771,7 +771,7 @@ fn compile_revisions(raw: &[RawRevision<'_>]) -> Result<Vec<Revision>, ErrorKind
         };
         revisions.push(Revision {
             name: Box::from(&*r.name),
-            cluster: std::rc::Rc::from(&*r.cluster),
+            cluster: Box::from(&*r.cluster),
             host,
         });
     }

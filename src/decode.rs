@@ -272,6 +272,14 @@ impl<'a, T: FromJson<'a>> FromJson<'a> for Vec<T> {
     }
 }
 
+/// Decodes a field's value into its slot (the last of duplicate keys wins). Not inlined:
+/// one copy per field type, shared by every struct, rather than one per field.
+#[inline(never)]
+pub fn set<'a, T: FromJson<'a>>(slot: &mut T, p: &mut Parser<'a>) -> Result<(), Fail> {
+    *slot = T::from_json(p)?;
+    Ok(())
+}
+
 /// Reads an array, calling `item` for each element until one does not fit (the rest
 /// are only checked).
 pub fn decode_seq<'a>(
@@ -601,8 +609,7 @@ macro_rules! from_json {
                     let mut i = 0usize;
                     $(
                         if index == i {
-                            out.$field = $crate::decode::FromJson::from_json(p)?;
-                            return Ok(());
+                            return $crate::decode::set(&mut out.$field, p);
                         }
                         i += 1;
                     )*

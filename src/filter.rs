@@ -419,9 +419,10 @@ impl CanaryRoot {
         }
         let plan = Rc::clone(&self.plan);
         let (ready, ejected, rolled, _) = &seen;
-        let state_of = |si: usize, ri: usize, cluster: &str| ClusterState {
+        let state_of = |si: usize, ri: usize, _: &str| ClusterState {
             ready: plan
-                .cluster_index(cluster)
+                .slot(si, ri)
+                .and_then(|s| plan.cluster_of_slot(s))
                 .and_then(|i| ready.get(i).copied())
                 .unwrap_or(true),
             ejected: ejected

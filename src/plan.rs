@@ -3,7 +3,6 @@
 //! bumps without any host call and the timer flushes.
 
 use std::cell::Cell;
-use std::rc::Rc;
 
 use hashbrown::HashMap;
 
@@ -14,7 +13,9 @@ use crate::strhash::StrHash;
 /// One cluster the health machinery looks after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterPlan {
-    pub name: Rc<str>,
+    /// Empty unless a service with a health policy sends to the cluster (only those
+    /// read it): 10,000 services without policies copy no names.
+    pub name: Box<str>,
     /// Probe settings and `:authority` (from the first service that probes it).
     pub probe: Option<Box<(HealthCheck, Box<str>)>>,
     /// Errors are counted in shared windows (an outlier or rollback policy covers it).
@@ -61,16 +62,22 @@ impl Plan {
         service: &'r Service,
     ) {
         self.starts.push(self.slot_info.len());
+        let policed = service.health_check().is_some()
+            || service.outlier().is_some()
+            || service.auto_rollback().is_some();
         for (rev, revision) in service.revisions.iter().enumerate() {
             let cluster = *index.entry(&revision.cluster).or_insert_with(|| {
                 self.clusters.push(ClusterPlan {
-                    name: Rc::clone(&revision.cluster),
+                    name: Box::default(),
                     probe: None,
                     windowed: false,
                 });
                 self.clusters.len() - 1
             });
-            if let Some(c) = self.clusters.get_mut(cluster) {
+            if let Some(c) = self.clusters.get_mut(cluster).filter(|_| policed) {
+                if c.name.is_empty() {
+                    c.name = revision.cluster.clone();
+                }
                 if c.probe.is_none() {
                     c.probe = service.health_check().cloned().map(|h| {
                         let authority = revision
@@ -86,10 +93,7 @@ impl Plan {
             }
             self.slot_info.push((si, rev, cluster));
         }
-        self.active |= service.health_check().is_some()
-            || service.outlier().is_some()
-            || service.auto_rollback().is_some()
-            || service.steps().is_some();
+        self.active |= policed || service.steps().is_some();
     }
 
     pub fn slot(&self, service: usize, revision: usize) -> Option<usize> {
@@ -117,10 +121,6 @@ impl Plan {
         self.cluster_of_slot(slot)
             .and_then(|c| self.clusters.get(c))
             .is_some_and(|c| c.windowed)
-    }
-
-    pub fn cluster_index(&self, name: &str) -> Option<usize> {
-        self.clusters.iter().position(|c| &*c.name == name)
     }
 }
 

@@ -85,8 +85,7 @@ pub struct Canary {
 #[derive(Debug)]
 pub struct Revision {
     pub(crate) name: Box<str>,
-    /// Shared with the plan's entry for the cluster.
-    pub(crate) cluster: std::rc::Rc<str>,
+    pub(crate) cluster: Box<str>,
     /// Authority to send upstream instead of the client's.
     pub(crate) host: Option<Box<str>>,
 }
