@@ -1,7 +1,7 @@
 //! What `on_configure` does for `make bench`'s variant f (10,000 services), outside
 //! Envoy, on the same bytes bench/bench.py hands Envoy (its `plugin_f()` through Python's
-//! `json.dumps`). Phases: `parse` (config::parse: decoding, then compiling), `plan`
-//! (Plan::new), `view` (View::configured), `rest` (the rest of on_configure that needs no
+//! `json.dumps`). Phases: `parse` (config::parse: each service decoded, then compiled),
+//! `plan` (Plan::new), `view` (View::configured), `rest` (the rest of on_configure that needs no
 //! host: its copy of the bytes, the fingerprint, the counters, the log line's summary),
 //! `drop` (not part of on_configure) and, apart, `decode` (the decoding part of `parse`).
 //!
@@ -81,7 +81,7 @@ fn phase_parse(bytes: &[u8]) -> Router {
     }
 }
 
-/// Decoding only (`config::parse` is decoding, then compiling).
+/// Decoding only (`config::parse` compiles each service once it is decoded).
 #[inline(never)]
 fn phase_decode(bytes: &[u8]) -> usize {
     canary_router::config::decode_only(bytes).unwrap_or(0)

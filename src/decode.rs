@@ -479,9 +479,11 @@ fn decode_object<'a>(
     let mut first = true;
     // Keys usually come in declaration order: the field after the last one is tried first.
     let mut next = 0;
-    while let Some(key) = p.next_key(first)? {
+    while let Some(key) = p.next_key(first, fields.get(next).map_or(b"", |f| f.name))? {
         first = false;
         let found = match fields.get(next) {
+            // The expected key comes back as the field's own name.
+            Some(f) if key.as_ptr() == f.name.as_ptr() && key.len() == f.name.len() => Some(next),
             Some(f) if f.name.len() == key.len() && same(f.name, &key) => Some(next),
             _ => fields
                 .iter()

@@ -236,7 +236,7 @@ impl<'a> Parser<'a> {
             b'{' => {
                 self.begin()?;
                 let mut first = true;
-                while self.next_key(first)?.is_some() {
+                while self.next_key(first, b"")?.is_some() {
                     first = false;
                     self.value()?;
                 }
@@ -301,8 +301,13 @@ impl<'a> Parser<'a> {
 
     /// In an object: the next key (UTF-8), past its `:` (the caller then reads its
     /// value), or `None` at the `}` (consumed, one level up). `first`: no member has been
-    /// read yet.
-    pub fn next_key(&mut self, first: bool) -> Result<Option<Cow<'a, [u8]>>, Error> {
+    /// read yet. A key that is `expect` (the field a struct's keys usually come in next)
+    /// is compared in place and returned as `expect` itself, without a scan for its end.
+    pub fn next_key(
+        &mut self,
+        first: bool,
+        expect: &'static [u8],
+    ) -> Result<Option<Cow<'a, [u8]>>, Error> {
         let Some(peek) = self.whitespace() else {
             return Err(self.peek_error(EOF_OBJECT));
         };
@@ -327,7 +332,14 @@ impl<'a> Parser<'a> {
             return Err(self.peek_error(EXPECTED_OBJECT_COMMA_OR_END));
         }
         self.index += 1;
-        let key = self.key()?;
+        let end = self.index + expect.len();
+        let key = match self.bytes.get(self.index..end) {
+            Some(k) if self.bytes.get(end) == Some(&b'"') && crate::decode::same(k, expect) => {
+                self.index = end + 1;
+                Cow::Borrowed(expect)
+            }
+            _ => self.key()?,
+        };
         match self.whitespace() {
             Some(b':') => self.index += 1,
             Some(_) => return Err(self.peek_error(EXPECTED_COLON)),
@@ -795,7 +807,7 @@ pub fn lookup<'a>(bytes: &'a [u8], path: &[Step]) -> Option<Value<'a>> {
                 p.begin().ok()?;
                 let mut found = None;
                 let mut first = true;
-                while let Some(k) = p.next_key(first).ok()? {
+                while let Some(k) = p.next_key(first, b"").ok()? {
                     first = false;
                     if *k == *key.as_bytes() {
                         found = Some(p.index);
@@ -864,7 +876,7 @@ pub mod tree {
             b'{' => {
                 p.begin()?;
                 let mut members: Vec<(Cow<str>, Json)> = Vec::new();
-                while let Some(key) = p.next_key(members.is_empty())? {
+                while let Some(key) = p.next_key(members.is_empty(), b"")? {
                     let key = String::from_utf8(key.into_owned()).unwrap().into();
                     let value = value(p)?;
                     members.push((key, value));
