@@ -57,13 +57,16 @@ trait Services<'t> {
     /// The array starts (again, if the key is repeated: the last one counts); `top` holds
     /// the fields decoded so far.
     fn start(&mut self, top: &RawTop<'t>);
-    fn service(&mut self, raw: RawService<'t>);
+    /// A decoded service; `raw` is reused for the next one (its vectors keep their
+    /// buffers), so what the sink keeps it takes out.
+    fn service(&mut self, raw: &mut RawService<'t>);
 }
 
 /// Decodes the configuration object, handing services to `sink` as they come.
 fn decode_config<'t>(bytes: &'t [u8], sink: &mut dyn Services<'t>) -> Result<RawTop<'t>, Fail> {
     let mut p = crate::json::Parser::new(bytes);
     let mut top = RawTop::default();
+    let mut raw = RawService::default();
     let result = decode_struct(
         &mut p,
         "RawConfig",
@@ -80,7 +83,9 @@ fn decode_config<'t>(bytes: &'t [u8], sink: &mut dyn Services<'t>) -> Result<Raw
                 _ => {
                     sink.start(&top);
                     decode_seq(p, &mut |p| {
-                        sink.service(RawService::from_json(p)?);
+                        FromJson::reset(&mut raw);
+                        RawService::read(&mut raw, p)?;
+                        sink.service(&mut raw);
                         Ok(())
                     })?;
                 }
@@ -255,7 +260,7 @@ pub fn decode_only(bytes: &[u8]) -> Option<usize> {
         fn start(&mut self, _: &RawTop<'t>) {
             self.0 = 0;
         }
-        fn service(&mut self, _: RawService<'t>) {
+        fn service(&mut self, _: &mut RawService<'t>) {
             self.0 += 1;
         }
     }
@@ -441,15 +446,15 @@ impl<'t> Services<'t> for Build<'t> {
         }
     }
 
-    fn service(&mut self, raw: RawService<'t>) {
+    fn service(&mut self, raw: &mut RawService<'t>) {
         if self.error.is_some() {
             return;
         }
-        match self.compile(&raw) {
+        match self.compile(raw) {
             Ok(service) => {
                 let index = self.router.services.len();
                 self.router.tag_routing |= !service.tags.is_empty();
-                match raw.name {
+                match std::mem::take(&mut raw.name) {
                     Cow::Borrowed(name) => {
                         self.names.insert(name, index);
                     }

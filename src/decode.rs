@@ -164,11 +164,22 @@ fn unexpected(value: &Value) -> String {
 
 /// A type a configuration field can have, read from the parser; `'a` is the document's
 /// borrow, which string fields keep (`Cow::Borrowed`, unless the string had escapes).
-pub trait FromJson<'a>: Sized {
+pub trait FromJson<'a>: Sized + Default {
     /// `Option`s may be left out of an object (not out of the array form of a struct).
     const OPTIONAL: bool = false;
 
     fn from_json(p: &mut Parser<'a>) -> Result<Self, Fail>;
+
+    /// Decodes into `slot`, which may keep its allocations (a vector its buffer).
+    fn read(slot: &mut Self, p: &mut Parser<'a>) -> Result<(), Fail> {
+        *slot = Self::from_json(p)?;
+        Ok(())
+    }
+
+    /// Back to the default, keeping allocations where that is possible.
+    fn reset(slot: &mut Self) {
+        *slot = Self::default();
+    }
 }
 
 impl<'a> FromJson<'a> for Cow<'a, str> {
@@ -264,11 +275,20 @@ impl<'a, T: FromJson<'a>> FromJson<'a> for Vec<T> {
         // Configurations list one or two of most things (hosts, revisions): a vector's
         // first allocation (four elements) is twice what most need.
         let mut out = Vec::with_capacity(2);
-        decode_seq(p, &mut |p| {
-            out.push(T::from_json(p)?);
-            Ok(())
-        })?;
+        Self::read(&mut out, p)?;
         Ok(out)
+    }
+
+    fn read(slot: &mut Self, p: &mut Parser<'a>) -> Result<(), Fail> {
+        slot.clear();
+        decode_seq(p, &mut |p| {
+            slot.push(T::from_json(p)?);
+            Ok(())
+        })
+    }
+
+    fn reset(slot: &mut Self) {
+        slot.clear();
     }
 }
 
@@ -276,8 +296,7 @@ impl<'a, T: FromJson<'a>> FromJson<'a> for Vec<T> {
 /// one copy per field type, shared by every struct, rather than one per field.
 #[inline(never)]
 pub fn set<'a, T: FromJson<'a>>(slot: &mut T, p: &mut Parser<'a>) -> Result<(), Fail> {
-    *slot = T::from_json(p)?;
-    Ok(())
+    T::read(slot, p)
 }
 
 /// Reads an array, calling `item` for each element until one does not fit (the rest
@@ -604,9 +623,18 @@ macro_rules! from_json {
             fn from_json(
                 p: &mut $crate::json::Parser<$lt>,
             ) -> ::std::result::Result<Self, $crate::decode::Fail> {
+                let mut out = Self::default();
+                Self::read(&mut out, p)?;
+                Ok(out)
+            }
+
+            /// Into `out` as [`FromJson::reset`] left it (absent fields keep defaults).
+            fn read(
+                out: &mut Self,
+                p: &mut $crate::json::Parser<$lt>,
+            ) -> ::std::result::Result<(), $crate::decode::Fail> {
                 #[allow(clippy::let_unit_value)]
                 let () = Self::FITS;
-                let mut out = Self::default();
                 $crate::decode::decode_struct(p, stringify!($name), Self::FIELDS, Self::REQUIRED, &mut |index, p| {
                     let mut i = 0usize;
                     $(
@@ -617,8 +645,11 @@ macro_rules! from_json {
                     )*
                     let _ = i;
                     Ok(())
-                })?;
-                Ok(out)
+                })
+            }
+
+            fn reset(out: &mut Self) {
+                $( $crate::decode::FromJson::reset(&mut out.$field); )*
             }
         }
     };

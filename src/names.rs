@@ -40,29 +40,35 @@ pub fn checked_host(value: &str) -> Result<&str, &'static str> {
 /// Whether `name` passes every check of [`checked_dns_name`], in one pass over its
 /// bytes; the checks one by one only run to find the message.
 fn plain_dns_name(name: &str) -> bool {
-    if name.is_empty() || name.len() > MAX_HOST_LEN {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_HOST_LEN {
         return false;
     }
+    // One pass: a label ends at a dot (or the end) and must be 1..=63 bytes long, with no
+    // '-' at either end; lowercase letters are tested first, as hosts are usually written.
     let mut label_len = 0usize;
     let mut prev = b'.';
-    for b in name.bytes() {
-        if b == b'.' {
-            if label_len == 0 || prev == b'-' {
+    for &c in bytes {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            label_len += 1;
+        } else if c == b'.' {
+            if label_len == 0 || label_len > MAX_LABEL_LEN || prev == b'-' {
                 return false;
             }
             label_len = 0;
-        } else {
-            if !(b.is_ascii_alphanumeric() || b == b'-') || (b == b'-' && label_len == 0) {
+        } else if c == b'-' {
+            if label_len == 0 {
                 return false;
             }
             label_len += 1;
-            if label_len > MAX_LABEL_LEN {
-                return false;
-            }
+        } else if c.is_ascii_uppercase() {
+            label_len += 1;
+        } else {
+            return false;
         }
-        prev = b;
+        prev = c;
     }
-    label_len > 0 && prev != b'-'
+    label_len > 0 && label_len <= MAX_LABEL_LEN && prev != b'-'
 }
 
 /// `dns_name` after the trailing dot, check by check.
