@@ -499,7 +499,7 @@ fn compile_service(
     let resolve = |field: &str, name: &str| {
         revisions
             .iter()
-            .position(|r| same(r.name.as_bytes(), name.as_bytes()))
+            .position(|r| same(r.name().as_bytes(), name.as_bytes()))
             .ok_or_else(|| ErrorKind::UnknownRevision {
                 field: field.into(),
                 value: name.into(),
@@ -743,7 +743,7 @@ fn compile_revisions(raw: &[RawRevision<'_>]) -> Result<Vec<Revision>, ErrorKind
         }
         if revisions
             .iter()
-            .any(|other| same(other.name.as_bytes(), r.name.as_bytes()))
+            .any(|other| same(other.name().as_bytes(), r.name.as_bytes()))
         {
             return Err(ErrorKind::DuplicateRevision {
                 field: field("name"),
@@ -774,11 +774,7 @@ fn compile_revisions(raw: &[RawRevision<'_>]) -> Result<Vec<Revision>, ErrorKind
                     .into_boxed_str(),
             ),
         };
-        revisions.push(Revision {
-            name: Box::from(&*r.name),
-            cluster: Box::from(&*r.cluster),
-            host,
-        });
+        revisions.push(Revision::new(&r.name, &r.cluster, host));
     }
     Ok(revisions)
 }

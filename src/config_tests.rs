@@ -775,7 +775,7 @@ fn mirror_copies_a_share_to_one_revision() {
         (2, 2_500, 65_536, 5_000)
     );
     assert_eq!(
-        (&*rev.cluster, rev.host.as_deref()),
+        (rev.cluster(), rev.host.as_deref()),
         ("c-shadow", Some("shadow.internal"))
     );
     // The shadow is not part of the split.

@@ -57,7 +57,7 @@ fn header(map: MapType, name: &str) -> Option<String> {
 fn mirror_stat(router: &Router, service: usize, metric: &str) -> Option<String> {
     let (_, revision) = router.mirror(service)?;
     let service = router.services().get(service)?;
-    Some(revision_stat(service.name(), &revision.name, metric))
+    Some(revision_stat(service.name(), revision.name(), metric))
 }
 
 /// Shared state a view was built from: readiness per cluster, ejection per revision,
@@ -161,7 +161,7 @@ impl CanaryRoot {
                 if let Some((svc, rev)) = router
                     .services
                     .get(si)
-                    .and_then(|s| Some((&*s.name, &*s.revisions.get(ri)?.name)))
+                    .and_then(|s| Some((&*s.name, s.revisions.get(ri)?.name())))
                 {
                     self.stats
                         .add(revision_stat(svc, rev, "requests"), delta.routed);
@@ -206,7 +206,12 @@ impl CanaryRoot {
         let router = Rc::clone(&self.router);
         for (si, service) in router.services.iter().enumerate() {
             if let Some(outlier) = service.outlier() {
-                let id_of = |r: usize| service.revisions.get(r).map(|rev| cluster_id(&rev.cluster));
+                let id_of = |r: usize| {
+                    service
+                        .revisions
+                        .get(r)
+                        .map(|rev| cluster_id(rev.cluster()))
+                };
                 let split: Vec<u64> = service
                     .split
                     .shares()
@@ -221,14 +226,14 @@ impl CanaryRoot {
                 });
                 let ready = |c: u64| !not_ready.contains(&c);
                 for revision in &service.revisions {
-                    let window_key = key("window", &revision.cluster);
+                    let window_key = key("window", revision.cluster());
                     let window = Window::decode(&shared::get(&window_key).unwrap_or_default());
                     let counts = window.sum(now, outlier.rate.window_ms);
                     if !outlier.rate.trips(counts) {
                         continue;
                     }
                     let until = now + outlier.ejection_ms;
-                    let id = cluster_id(&revision.cluster);
+                    let id = cluster_id(revision.cluster());
                     let ejected = shared::update(&key("eject", &service.name), |old| {
                         Ejections::decode(old.unwrap_or_default())
                             .eject(id, now, until, &split, ready)
@@ -237,11 +242,13 @@ impl CanaryRoot {
                     if ejected {
                         warn!(
                             "service {}: revision {} ejected for {} ms: {} errors in {} responses ({}%) over {} ms, above {}%",
-                            Quoted(&service.name), Quoted(&revision.name), outlier.ejection_ms, counts.errors, counts.total,
+                            Quoted(&service.name), Quoted(revision.name()), outlier.ejection_ms, counts.errors, counts.total,
                             one_decimal(100.0 * counts.rate()), outlier.rate.window_ms, one_decimal(100.0 * outlier.rate.max_error_rate)
                         );
-                        self.stats
-                            .add(revision_stat(&service.name, &revision.name, "ejections"), 1);
+                        self.stats.add(
+                            revision_stat(&service.name, revision.name(), "ejections"),
+                            1,
+                        );
                         // It comes back with a clean window, not with the errors that ejected it.
                         shared::update(&window_key, |_| Some(Vec::new()));
                     }
@@ -260,8 +267,9 @@ impl CanaryRoot {
             if shared::get(&rollback_key).is_some_and(|v| v != NOT_ROLLED_BACK) {
                 continue;
             }
-            let window =
-                Window::decode(&shared::get(&key("window", &revision.cluster)).unwrap_or_default());
+            let window = Window::decode(
+                &shared::get(&key("window", revision.cluster())).unwrap_or_default(),
+            );
             let counts = window.sum_since(now, policy.window_ms, self.loaded_at);
             if !policy.trips(counts) {
                 continue;
@@ -274,10 +282,10 @@ impl CanaryRoot {
                 let stable = service
                     .revisions
                     .get(canary.rolled)
-                    .map_or("?", |r| &*r.name);
+                    .map_or("?", |r| r.name());
                 warn!(
                     "service {}: canary {} rolled back, 100% to {}: {} errors in {} responses ({}%) over {} ms, above {}% (until the configuration changes)",
-                    Quoted(&service.name), Quoted(&revision.name), Quoted(stable), counts.errors, counts.total, one_decimal(100.0 * counts.rate()),
+                    Quoted(&service.name), Quoted(revision.name()), Quoted(stable), counts.errors, counts.total, one_decimal(100.0 * counts.rate()),
                     policy.window_ms, one_decimal(100.0 * policy.max_error_rate)
                 );
                 self.stats.add(service_stat(&service.name, "rollbacks"), 1);
@@ -392,7 +400,7 @@ impl CanaryRoot {
                     Ejections::decode(&shared::get(&key("eject", &s.name)).unwrap_or_default());
                 s.revisions
                     .iter()
-                    .map(|r| set.is_ejected(cluster_id(&r.cluster), now))
+                    .map(|r| set.is_ejected(cluster_id(r.cluster()), now))
                     .collect()
             })
             .collect();
@@ -477,7 +485,7 @@ impl CanaryRoot {
             let body = (!shadow.body.is_empty()).then_some(shadow.body.as_slice());
             let timeout = Duration::from_millis(mirror.timeout_ms);
             let sent =
-                hostcalls::dispatch_http_call(&revision.cluster, headers, body, vec![], timeout);
+                hostcalls::dispatch_http_call(revision.cluster(), headers, body, vec![], timeout);
             let metric = match sent {
                 Ok(token) => {
                     self.calls
@@ -487,7 +495,7 @@ impl CanaryRoot {
                 Err(_) => "mirror_failures",
             };
             self.stats
-                .add(revision_stat(&service.name, &revision.name, metric), 1);
+                .add(revision_stat(&service.name, revision.name(), metric), 1);
         }
         // Mirror counters do not depend on `metrics`: they cost the request path nothing.
         for (si, reason, n) in self.outbox.take_skips() {
@@ -533,7 +541,7 @@ impl CanaryRoot {
                     .shares()
                     .find(|&(r, _)| r == ri)
                     .map_or(0, |(_, w)| w);
-                let stat = |m: &str| revision_stat(&service.name, &revision.name, m);
+                let stat = |m: &str| revision_stat(&service.name, revision.name(), m);
                 self.stats.set(
                     stat("ready"),
                     u64::from(unavailable != Some(crate::view::Unavailable::NotReady)),
@@ -760,7 +768,7 @@ impl CanaryHttp {
             revision.host.as_deref().or(client_authority),
             router
                 .upstream_revision_header()
-                .then_some((router.revision_header(), &*revision.name)),
+                .then_some((router.revision_header(), revision.name())),
         );
         match self.outbox.start(choice.service, headers, mirror.max_body) {
             Ok(capture) if end_of_stream => capture.finish(&self.outbox),

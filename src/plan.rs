@@ -66,7 +66,7 @@ impl Plan {
             || service.outlier().is_some()
             || service.auto_rollback().is_some();
         for (rev, revision) in service.revisions.iter().enumerate() {
-            let cluster = *index.entry(&revision.cluster).or_insert_with(|| {
+            let cluster = *index.entry(revision.cluster()).or_insert_with(|| {
                 self.clusters.push(ClusterPlan {
                     name: Box::default(),
                     probe: None,
@@ -76,7 +76,7 @@ impl Plan {
             });
             if let Some(c) = self.clusters.get_mut(cluster).filter(|_| policed) {
                 if c.name.is_empty() {
-                    c.name = revision.cluster.clone();
+                    c.name = revision.cluster().into();
                 }
                 if c.probe.is_none() {
                     c.probe = service.health_check().cloned().map(|h| {

@@ -84,8 +84,9 @@ pub struct Canary {
 
 #[derive(Debug)]
 pub struct Revision {
-    pub(crate) name: Box<str>,
-    pub(crate) cluster: Box<str>,
+    /// The name, then the cluster: one allocation (a configuration may have 20,000).
+    text: Box<str>,
+    name_len: usize,
     /// Authority to send upstream instead of the client's.
     pub(crate) host: Option<Box<str>>,
 }
@@ -286,15 +287,15 @@ impl Router {
             if let Some(reason) = state.and_then(|s| s.unavailable(revision)) {
                 return Some(Outcome::Unavailable {
                     choice,
-                    revision: &chosen.name,
+                    revision: chosen.name(),
                     reason,
                 });
             }
         }
         Some(Outcome::Routed(Decision {
             choice,
-            cluster: &chosen.cluster,
-            revision: &chosen.name,
+            cluster: chosen.cluster(),
+            revision: chosen.name(),
             authority: chosen.host.as_deref().or(tag_authority),
             by_split: !explicit,
         }))
@@ -303,7 +304,7 @@ impl Router {
     /// The revision name to put on the response of a routed request.
     pub fn revision_name(&self, choice: Choice) -> Option<&str> {
         let service = self.services.get(choice.service)?;
-        service.revisions.get(choice.revision).map(|r| &*r.name)
+        service.revisions.get(choice.revision).map(|r| r.name())
     }
 }
 
@@ -401,7 +402,28 @@ impl Service {
     pub fn split_percents(&self) -> impl Iterator<Item = (&str, u32)> + '_ {
         self.split
             .percents()
-            .filter_map(move |(rev, pct)| self.revisions.get(rev).map(|r| (&*r.name, pct)))
+            .filter_map(move |(rev, pct)| self.revisions.get(rev).map(|r| (r.name(), pct)))
+    }
+}
+
+impl Revision {
+    pub(crate) fn new(name: &str, cluster: &str, host: Option<Box<str>>) -> Revision {
+        let mut text = String::with_capacity(name.len() + cluster.len());
+        text.push_str(name);
+        text.push_str(cluster);
+        Revision {
+            text: text.into_boxed_str(),
+            name_len: name.len(),
+            host,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.text.get(..self.name_len).unwrap_or_default()
+    }
+
+    pub fn cluster(&self) -> &str {
+        self.text.get(self.name_len..).unwrap_or_default()
     }
 }
 

@@ -24,7 +24,7 @@ pub fn render(router: &Router, view: &View) -> String {
         let Some(state) = view.service(i) else {
             continue;
         };
-        let name_of = |rev: usize| service.revisions.get(rev).map(|r| &*r.name);
+        let name_of = |rev: usize| service.revisions.get(rev).map(|r| r.name());
         let percent_of = |rev: usize| {
             state
                 .split
@@ -90,9 +90,9 @@ pub fn render(router: &Router, view: &View) -> String {
             w.item();
             w.open('{');
             w.key("name");
-            w.string(&r.name);
+            w.string(r.name());
             w.key("cluster");
-            w.string(&r.cluster);
+            w.string(r.cluster());
             w.key("ready");
             w.bool(u != Some(Unavailable::NotReady));
             w.key("ejected");

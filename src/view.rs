@@ -77,7 +77,7 @@ impl View {
             .enumerate()
             .map(|(index, service)| {
                 let why = |(ri, r): (usize, &crate::router::Revision)| {
-                    let state = state(index, ri, &r.cluster);
+                    let state = state(index, ri, r.cluster());
                     if !state.ready {
                         Some(Unavailable::NotReady)
                     } else if state.ejected {
@@ -153,7 +153,7 @@ fn service_view(
         .revisions
         .iter()
         .enumerate()
-        .map(|(ri, r)| ejected(ri, &r.cluster))
+        .map(|(ri, r)| ejected(ri, r.cluster()))
         .collect();
     let not_ejected = |rev: usize| ejected.get(rev) == Some(&false);
     let (split, fail_open) = match base.restricted(&available) {
