@@ -37,16 +37,19 @@ pub struct Plan {
 impl Plan {
     pub fn new(router: &Router) -> Plan {
         let revisions: usize = router.services.iter().map(|s| s.revisions.len()).sum();
+        // Clusters matter only to health policies: without any, no cluster table (and no
+        // lookup of every revision's cluster name to build it).
+        let watched = router.services.iter().any(Service::policed);
         let mut index: HashMap<&str, usize, StrHash> =
-            HashMap::with_capacity_and_hasher(revisions, StrHash);
+            HashMap::with_capacity_and_hasher(if watched { revisions } else { 0 }, StrHash);
         let mut plan = Plan {
-            clusters: Vec::with_capacity(revisions),
+            clusters: Vec::with_capacity(if watched { revisions } else { 0 }),
             starts: Vec::with_capacity(router.services.len() + 1),
             slot_info: Vec::with_capacity(revisions),
             ..Plan::default()
         };
         for (si, service) in router.services.iter().enumerate() {
-            plan.add(&mut index, si, service);
+            plan.add(watched.then_some(&mut index), si, service);
         }
         plan.starts.push(plan.slot_info.len());
         plan
@@ -57,15 +60,17 @@ impl Plan {
     #[inline(never)]
     fn add<'r>(
         &mut self,
-        index: &mut HashMap<&'r str, usize, StrHash>,
+        mut index: Option<&mut HashMap<&'r str, usize, StrHash>>,
         si: usize,
         service: &'r Service,
     ) {
         self.starts.push(self.slot_info.len());
-        let policed = service.health_check().is_some()
-            || service.outlier().is_some()
-            || service.auto_rollback().is_some();
+        let policed = service.policed();
         for (rev, revision) in service.revisions.iter().enumerate() {
+            let Some(index) = index.as_deref_mut() else {
+                self.slot_info.push((si, rev, NO_CLUSTER));
+                continue;
+            };
             let cluster = *index.entry(revision.cluster()).or_insert_with(|| {
                 self.clusters.push(ClusterPlan {
                     name: Box::default(),
@@ -123,6 +128,9 @@ impl Plan {
             .is_some_and(|c| c.windowed)
     }
 }
+
+/// The cluster of every slot when no service has a health policy (there is no table).
+const NO_CLUSTER: usize = usize::MAX;
 
 /// Response classes counted per revision.
 pub const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
@@ -257,7 +265,12 @@ mod tests {
         assert_eq!(plan.owner_of_slot(2), Some((1, 0)));
         assert_eq!(Plan::default().slot(0, 0), None);
         let quiet = parse(br#"{"services": [{"name": "b", "hosts": ["b.com"], "revisions": [{"name": "b1", "cluster": "c1"}]}]}"#).unwrap();
-        assert!(!Plan::new(&quiet).active);
+        let quiet = Plan::new(&quiet);
+        assert!(!quiet.active);
+        // Without health policies there is no cluster table; slots still work.
+        assert!(quiet.clusters.is_empty());
+        assert_eq!((quiet.slot(0, 0), quiet.owner_of_slot(0)), (Some(0), Some((0, 0))));
+        assert!(!quiet.windowed(0));
     }
 
     #[test]

@@ -346,6 +346,14 @@ impl Service {
         &self.name
     }
 
+    /// Health checks, passive ejection or automatic rollback watch its revisions'
+    /// clusters.
+    pub fn policed(&self) -> bool {
+        self.policies.as_ref().is_some_and(|p| {
+            p.health_check.is_some() || p.outlier.is_some() || p.auto_rollback.is_some()
+        })
+    }
+
     pub fn health_check(&self) -> Option<&HealthCheck> {
         self.policies.as_ref()?.health_check.as_ref()
     }
