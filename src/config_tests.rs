@@ -859,36 +859,24 @@ fn services_are_checked_against_the_whole_top_level() {
             r#", "headerRoutes": [{{"header": "{header}", "value": "v", "revision": "r"}}]"#
         ))
     };
-    // A header route on the default clusterHeader is fine once clusterHeader is renamed,
-    // before or after the services.
-    for text in [
-        format!(
-            r#"{{"clusterHeader": "x-to", "services": [{}]}}"#,
-            route("x-canary-cluster")
-        ),
-        format!(
-            r#"{{"services": [{}], "clusterHeader": "x-to"}}"#,
-            route("x-canary-cluster")
-        ),
-    ] {
+    // clusterHeader renamed before, and after, the services.
+    let renamed = |route: String| {
+        [
+            format!(r#"{{"clusterHeader": "x-to", "services": [{route}]}}"#),
+            format!(r#"{{"services": [{route}], "clusterHeader": "x-to"}}"#),
+        ]
+    };
+    // A header route on the default clusterHeader is fine once clusterHeader is renamed.
+    for text in renamed(route("x-canary-cluster")) {
         let router = parse(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(router.cluster_header(), "x-to");
     }
-    // And a route on the renamed one is refused, wherever the rename is.
-    for text in [
-        format!(
-            r#"{{"clusterHeader": "x-to", "services": [{}]}}"#,
-            route("x-to")
-        ),
-        format!(
-            r#"{{"services": [{}], "clusterHeader": "x-to"}}"#,
-            route("x-to")
-        ),
-        format!(
-            r#"{{"services": [{}], "clusterHeader": "x-a", "clusterHeader": "x-to"}}"#,
-            route("x-to")
-        ),
-    ] {
+    // And a route on the renamed one is refused, wherever the rename is (the last counts).
+    let twice = format!(
+        r#"{{"services": [{}], "clusterHeader": "x-a", "clusterHeader": "x-to"}}"#,
+        route("x-to")
+    );
+    for text in renamed(route("x-to")).into_iter().chain([twice]) {
         assert!(err(&text).contains("strips clusterHeader"), "{text}");
     }
     // A sticky header named like tagHeader, which Istio's sorted keys put after services.

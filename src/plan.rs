@@ -269,7 +269,10 @@ mod tests {
         assert!(!quiet.active);
         // Without health policies there is no cluster table; slots still work.
         assert!(quiet.clusters.is_empty());
-        assert_eq!((quiet.slot(0, 0), quiet.owner_of_slot(0)), (Some(0), Some((0, 0))));
+        assert_eq!(
+            (quiet.slot(0, 0), quiet.owner_of_slot(0)),
+            (Some(0), Some((0, 0)))
+        );
         assert!(!quiet.windowed(0));
     }
 
