@@ -83,7 +83,6 @@ fn decode_config<'t>(bytes: &'t [u8], sink: &mut dyn Services<'t>) -> Result<Raw
                 _ => {
                     sink.start(&top);
                     decode_seq(p, &mut |p| {
-                        FromJson::reset(&mut raw);
                         RawService::read(&mut raw, p)?;
                         sink.service(&mut raw);
                         Ok(())

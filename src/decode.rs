@@ -628,13 +628,14 @@ macro_rules! from_json {
                 Ok(out)
             }
 
-            /// Into `out` as [`FromJson::reset`] left it (absent fields keep defaults).
+            /// Into `out`, reset first (absent fields are defaults; vectors keep buffers).
             fn read(
                 out: &mut Self,
                 p: &mut $crate::json::Parser<$lt>,
             ) -> ::std::result::Result<(), $crate::decode::Fail> {
                 #[allow(clippy::let_unit_value)]
                 let () = Self::FITS;
+                $crate::decode::FromJson::reset(out);
                 $crate::decode::decode_struct(p, stringify!($name), Self::FIELDS, Self::REQUIRED, &mut |index, p| {
                     let mut i = 0usize;
                     $(
