@@ -260,24 +260,20 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// A stable 64-bit fingerprint of a whole configuration (megabytes for 10,000 services):
-/// eight bytes per step instead of FNV's one, in four lanes (every fourth word each: one
-/// lane's multiplies wait on each other, four lanes' run side by side), then a SplitMix64
-/// finaliser. Stable like `fnv1a`; not for hash tables an attacker fills.
+/// eight bytes per step instead of FNV's one, then a SplitMix64 finaliser. Stable like
+/// `fnv1a`; not for hash tables an attacker fills.
 pub fn fingerprint(bytes: &[u8]) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let seed = 0xcbf2_9ce4_8422_2325u64 ^ bytes.len() as u64;
-    let mut lanes = [0, 16, 32, 48].map(|r| seed.rotate_left(r));
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ bytes.len() as u64;
+    // In blocks, each a call of its own: V8 runs a long loop in its baseline code to the
+    // end of the call, and the optimised code from the next call on.
     let mut blocks = bytes.chunks_exact(4096);
     for block in &mut blocks {
-        lanes = fingerprint_words(lanes, block);
+        h = fingerprint_words(h, block);
     }
     let rest = blocks.remainder();
-    lanes = fingerprint_words(lanes, rest);
-    let mut h = lanes
-        .iter()
-        .fold(seed, |h, &lane| (h ^ lane).wrapping_mul(K).rotate_left(23));
-    for &b in rest.get(rest.len() / 32 * 32..).unwrap_or_default() {
-        h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+    h = fingerprint_words(h, rest);
+    for &b in rest.get(rest.len() / 8 * 8..).unwrap_or_default() {
+        h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -286,17 +282,14 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
     h ^ (h >> 31)
 }
 
-/// `fingerprint`'s mixing of the whole 32-byte chunks of `block`. A call per 4 KiB block:
-/// V8's baseline code, where it runs one, runs a long loop to the end of the call.
+/// `fingerprint`'s mixing of the whole words of `block`.
 #[inline(never)]
-fn fingerprint_words(mut lanes: [u64; 4], block: &[u8]) -> [u64; 4] {
-    for chunk in block.chunks_exact(32) {
-        for (lane, word) in lanes.iter_mut().zip(chunk.chunks_exact(8)) {
-            let w = <[u8; 8]>::try_from(word).map_or(0, u64::from_le_bytes);
-            *lane = (lane.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
+fn fingerprint_words(mut h: u64, block: &[u8]) -> u64 {
+    for chunk in block.chunks_exact(8) {
+        let w = <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes);
+        h = (h.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
-    lanes
+    h
 }
 
 /// A stable id for a cluster name.
