@@ -757,9 +757,8 @@ def main():
         configs[group] = workdir / f"envoy-bench-{group}.json"
         configs[group].write_text(json.dumps(bootstrap(ports, admin_port, variants)))
 
-    # First: right after a big Envoy has stopped, fresh pages cost more to fault in for a
-    # while (worker loads of 45-55 ms instead of 27-31), and on_configure faults in about
-    # ten megabytes per VM.
+    # First: run right after the wrk phase, worker loads of 45-55 ms were seen instead of
+    # 27-31.
     print(f"on_configure: Envoy with only f's listener, started {CONFIGURE_RUNS} times", flush=True)
     alone = configure_alone(workdir)
     print(f"wall clock: Envoy --concurrency 1, wrk -t1 -c{CLIENTS_WRK}, {ROUNDS} rounds x {SECONDS} s "
