@@ -124,6 +124,9 @@ def test_refused_connections_count_as_errors(start_envoy, backends):
     try:
         statuses = collections.Counter(stack.request(envoy.port, "/", host=HOST).status for _ in range(300))
         assert statuses[503] < 150, statuses
+        # The worker that ejects sees it at once, the other on its next refresh (100 ms,
+        # more on a loaded machine): both must have it within two seconds.
+        assert wait_for(lambda: split(envoy, 50) == {"c1": 50}, timeout=2.0), "c2 never left rotation"
         assert split(envoy, 200) == {"c1": 200}
     finally:
         backends["c2"].restart()
