@@ -528,10 +528,7 @@ impl CanaryRoot {
         let router = Rc::clone(&self.router);
         let view = Rc::clone(&self.view);
         for (service, state) in router.services.iter().zip(&view.services) {
-            if service.health_check().is_none()
-                && service.outlier().is_none()
-                && service.auto_rollback().is_none()
-            {
+            if !service.policed() {
                 continue;
             }
             for (ri, revision) in service.revisions.iter().enumerate() {
