@@ -25,8 +25,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use canary_router::plan::{Counters, Plan};
-use canary_router::view::View;
+use canary_router::health::plan::{Counters, Plan};
+use canary_router::health::view::View;
 use canary_router::Router;
 
 /// bench.py's SERVICES_F.
@@ -97,7 +97,7 @@ fn phase_view(router: &Router) -> View {
     View::configured(router)
 }
 
-/// The rest of on_configure (src/filter.rs) that does not touch the host: its copy of
+/// The rest of on_configure (src/wasm/filter.rs) that does not touch the host: its copy of
 /// the configuration, the fingerprint, the per-slot counters, the log line's summary.
 #[inline(never)]
 fn phase_rest(bytes: &[u8], router: &Router, plan: &Plan) -> usize {

@@ -29,7 +29,7 @@ PYTHON = VENV / "bin" / "python"
 WASM = ROOT / "target" / "canary-router.wasm"
 LOOPBACK = "127.0.0.1"
 
-# Envoy tag extraction for the filter's stats (the same two regexes as src/plan.rs):
+# Envoy tag extraction for the filter's stats (the same two regexes as src/health/plan.rs):
 # wasmcustom.canary_router.service.<s>.revision.<r>.<metric> becomes
 # canary_router_<metric>{service="<s>",revision="<r>"} in /stats/prometheus.
 STATS_TAGS = [

@@ -1,35 +1,22 @@
 //! canary-router: a proxy-wasm HTTP filter that performs KServe-style canary releases
 //! of model inference services inside an Envoy or Istio ingress gateway.
 //!
-//! The pure logic (configuration model, host parsing, selection) lives in plain modules
-//! tested on the host; `filter` is the thin proxy-wasm glue, built only for wasm.
+//! Grouped by concern: `config` (the JSON shape, its compilation into a `Router`, errors,
+//! name validation), `route` (the routing table and the per-request decision), `health`
+//! (probes, windows, ejection, rollback, the view, the status document) and `wasm` (the
+//! thin proxy-wasm glue, built only for wasm). Everything but `wasm` is tested on the host.
 
-pub mod authority;
 pub mod config;
-mod decode;
-pub mod error;
 pub mod health;
-mod json;
-pub mod mirror;
-pub mod model_path;
-pub mod names;
 pub mod numfmt;
-pub mod plan;
 mod quoted;
-pub mod rng;
-pub mod router;
-pub mod split;
-pub mod status;
-pub mod steps;
-mod text;
-pub mod view;
-
-#[cfg(target_arch = "wasm32")]
-mod filter;
-#[cfg(target_arch = "wasm32")]
-mod shared;
+pub mod route;
 pub mod strhash;
+mod text;
 
+#[cfg(target_arch = "wasm32")]
+mod wasm;
+
+pub use config::error::{ConfigError, ErrorKind};
 pub use config::parse;
-pub use error::{ConfigError, ErrorKind};
-pub use router::{Choice, Decision, Outcome, Router};
+pub use route::{Choice, Decision, Outcome, Router};

@@ -62,7 +62,7 @@ pub fn one_decimal(x: f64) -> String {
 #[allow(clippy::excessive_precision)]
 mod tests {
     use super::*;
-    use crate::rng::Rng;
+    use crate::route::rng::Rng;
 
     fn check(x: f64) {
         if x.is_nan() || x.abs() < (1u64 << 60) as f64 {

@@ -1,7 +1,7 @@
 """The shipped module exports exactly the ABI callbacks the filter implements.
 
 `make opt` removes the SDK's other exports (Envoy skips a callback a module does not
-export), from a list in the Makefile. A hook added to src/filter.rs but missing from that
+export), from a list in the Makefile. A hook added to src/wasm/filter.rs but missing from that
 list would silently never run: this test ties the two together.
 """
 import re
@@ -53,7 +53,7 @@ def export_of(hook: str) -> str:
 
 
 def test_the_shipped_module_exports_the_hooks_the_filter_implements_and_no_others():
-    source = (ROOT / "src" / "filter.rs").read_text()
+    source = (ROOT / "src" / "wasm" / "filter.rs").read_text()
     hooks = set(re.findall(r"^\s*fn (on_\w+)\(", source, re.M))
     assert {"on_configure", "on_tick", "on_http_request_headers"} <= hooks, hooks
     expected = LIFECYCLE | {export_of(h) for h in hooks}

@@ -1,7 +1,7 @@
 //! Authority normalisation and tag-host lookup with arbitrary `:authority` values.
 #![no_main]
 
-use canary_router::authority::{lookup_key, KEY_CAPACITY};
+use canary_router::route::authority::{lookup_key, KEY_CAPACITY};
 use libfuzzer_sys::fuzz_target;
 
 mod common;

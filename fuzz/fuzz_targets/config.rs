@@ -2,8 +2,8 @@
 //! an error, never a panic; an accepted configuration summarises and routes.
 #![no_main]
 
-use canary_router::rng::Rng;
-use canary_router::view::View;
+use canary_router::route::rng::Rng;
+use canary_router::health::view::View;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(router) => {
             let _ = router.summary();
             let view = View::configured(&router);
-            let _ = canary_router::status::render(&router, &view);
+            let _ = canary_router::health::status::render(&router, &view);
             let mut rng = Rng::new(data.len() as u64);
             for service in router.services() {
                 let _ = service.split_percents().count();

@@ -2,8 +2,8 @@
 //! state, on a configuration with tags, header rules, a split and policies.
 #![no_main]
 
-use canary_router::rng::Rng;
-use canary_router::view::{ClusterState, View};
+use canary_router::route::rng::Rng;
+use canary_router::health::view::{ClusterState, View};
 use canary_router::Outcome;
 use libfuzzer_sys::fuzz_target;
 

@@ -2,8 +2,8 @@
 //! bytes, a rule matches only its exact value and nothing panics.
 #![no_main]
 
-use canary_router::rng::Rng;
-use canary_router::view::View;
+use canary_router::route::rng::Rng;
+use canary_router::health::view::View;
 use libfuzzer_sys::fuzz_target;
 
 mod common;

@@ -2,14 +2,21 @@
 //! configuration (see `config`), read-only afterwards: lookups are one hash probe on a
 //! stack-normalised key, decisions touch no JSON and allocate nothing of their own.
 
+pub mod authority;
+pub mod mirror;
+pub mod model_path;
+pub mod rng;
+pub mod split;
+pub mod steps;
+
 use hashbrown::HashMap;
 
-use crate::authority::{host_part, is_lowercase, lowercase_into, KeyBuf, KEY_CAPACITY};
+use crate::health::view::{Unavailable, View};
 use crate::health::{HealthCheck, Outlier, RatePolicy};
-use crate::rng::Rng;
-use crate::split::{cookie_value, sticky_bucket, Split};
+use crate::route::authority::{host_part, is_lowercase, lowercase_into, KeyBuf, KEY_CAPACITY};
+use crate::route::rng::Rng;
+use crate::route::split::{cookie_value, sticky_bucket, Split};
 use crate::strhash::StrHash;
-use crate::view::{Unavailable, View};
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-canary-cluster";
 pub const DEFAULT_REVISION_HEADER: &str = "x-canary-revision";
@@ -61,9 +68,9 @@ pub struct Policies {
     pub(crate) sticky: Option<Sticky>,
     /// Progressive canary share by wall-clock time (KServe form, instead of
     /// canaryTrafficPercent).
-    pub(crate) steps: Option<crate::steps::Steps>,
+    pub(crate) steps: Option<crate::route::steps::Steps>,
     /// Shadow copies of split-routed requests to one revision.
-    pub(crate) mirror: Option<crate::mirror::Mirror>,
+    pub(crate) mirror: Option<crate::route::mirror::Mirror>,
 }
 
 /// Where a sticky user's identity comes from.
@@ -205,7 +212,7 @@ impl Router {
     }
 
     /// A service's mirror setting and the revision it copies to.
-    pub fn mirror(&self, service: usize) -> Option<(&crate::mirror::Mirror, &Revision)> {
+    pub fn mirror(&self, service: usize) -> Option<(&crate::route::mirror::Mirror, &Revision)> {
         let s = self.services.get(service)?;
         let m = s.mirror()?;
         Some((m, s.revisions.get(m.revision)?))
@@ -229,7 +236,8 @@ impl Router {
 
     /// The route for a KServe inference path's model, for a host no service has.
     pub fn lookup_model(&self, path: &str) -> Option<&HostRoute> {
-        self.models.get(crate::model_path::model_from_path(path)?)
+        self.models
+            .get(crate::route::model_path::model_from_path(path)?)
     }
 
     /// Picks the revision: tag, then header routes (first match), then the split that
@@ -370,11 +378,11 @@ impl Service {
         self.policies.as_ref()?.sticky.as_ref()
     }
 
-    pub fn steps(&self) -> Option<&crate::steps::Steps> {
+    pub fn steps(&self) -> Option<&crate::route::steps::Steps> {
         self.policies.as_ref()?.steps.as_ref()
     }
 
-    pub fn mirror(&self) -> Option<&crate::mirror::Mirror> {
+    pub fn mirror(&self) -> Option<&crate::route::mirror::Mirror> {
         self.policies.as_ref()?.mirror.as_ref()
     }
 
@@ -660,7 +668,7 @@ mod tests {
 
     #[test]
     fn unavailable_revisions_answer_tags_and_rules_but_leave_the_split() {
-        use crate::view::ClusterState;
+        use crate::health::view::ClusterState;
         let r = router();
         let view = View::build(
             &r,

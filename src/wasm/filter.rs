@@ -14,19 +14,19 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::config;
+use crate::health::plan::{revision_stat, service_stat, Counters, Plan, CLASSES};
+use crate::health::status;
+use crate::health::view::{ClusterState, View};
 use crate::health::{
     cluster_id, decode_pair, encode_pair, fingerprint, may_take_lease, Counts, Ejections, Probe,
     Window,
 };
-use crate::mirror::{self, Capture, Outbox, Skip, Ticket};
 use crate::numfmt::one_decimal;
-use crate::plan::{revision_stat, service_stat, Counters, Plan, CLASSES};
 use crate::quoted::Quoted;
-use crate::rng::Rng;
-use crate::router::{Choice, Outcome, Router};
-use crate::shared::{self, now_ms, now_us, Stats, PREFIX};
-use crate::status;
-use crate::view::{ClusterState, View};
+use crate::route::mirror::{self, Capture, Outbox, Skip, Ticket};
+use crate::route::rng::Rng;
+use crate::route::{Choice, Outcome, Router};
+use crate::wasm::shared::{self, now_ms, now_us, Stats, PREFIX};
 
 /// Health timer period: rollback and ejection decisions land within a few of these.
 const TICK: Duration = Duration::from_millis(100);
@@ -220,7 +220,9 @@ impl CanaryRoot {
                 // Readiness by cluster id, as this VM's view has it.
                 let not_ready: Vec<u64> = self.view.service(si).map_or(Vec::new(), |s| {
                     (0..service.revisions.len())
-                        .filter(|&r| s.unavailable(r) == Some(crate::view::Unavailable::NotReady))
+                        .filter(|&r| {
+                            s.unavailable(r) == Some(crate::health::view::Unavailable::NotReady)
+                        })
                         .filter_map(id_of)
                         .collect()
                 });
@@ -541,11 +543,11 @@ impl CanaryRoot {
                 let stat = |m: &str| revision_stat(&service.name, revision.name(), m);
                 self.stats.set(
                     stat("ready"),
-                    u64::from(unavailable != Some(crate::view::Unavailable::NotReady)),
+                    u64::from(unavailable != Some(crate::health::view::Unavailable::NotReady)),
                 );
                 self.stats.set(
                     stat("ejected"),
-                    u64::from(unavailable == Some(crate::view::Unavailable::Ejected)),
+                    u64::from(unavailable == Some(crate::health::view::Unavailable::Ejected)),
                 );
                 self.stats
                     .set(stat("effective_percent"), u64::from((share + 50) / 100));
@@ -727,7 +729,7 @@ impl CanaryHttp {
             return;
         }
         let mut rng = self.rng.get();
-        let sampled = mirror.samples(rng.below(crate::split::BUCKETS));
+        let sampled = mirror.samples(rng.below(crate::route::split::BUCKETS));
         self.rng.set(rng);
         if !sampled {
             return;

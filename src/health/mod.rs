@@ -2,6 +2,10 @@
 //! shared data (process-wide, shared by every worker). Time is passed in, in
 //! milliseconds of wall-clock time, so everything here is tested on the host.
 
+pub mod plan;
+pub mod status;
+pub mod view;
+
 /// Error windows count in buckets of this width.
 pub const BUCKET_MS: u64 = 1000;
 /// Longest window a policy may ask for, in buckets.

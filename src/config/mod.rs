@@ -2,27 +2,33 @@
 //! compilation into a `Router`. Every rule is enforced here, at configure time, so that
 //! a configuration that loads can be routed without a failure path per request.
 
+mod decode;
+pub mod error;
+mod json;
+pub mod names;
+
 use std::borrow::Cow;
 use std::fmt::Write;
 
 use hashbrown::HashMap;
 
-use crate::decode::{
+use crate::config::decode::{
     decode_seq, decode_struct, from_json, required, same, set, Error as DecodeError, Fail, Field,
     FromJson, Segment,
 };
-use crate::error::{ConfigError, ErrorKind};
+use crate::config::error::{ConfigError, ErrorKind};
 use crate::health::{HealthCheck, Outlier, RatePolicy, BUCKET_MS, MAX_WINDOW_BUCKETS};
-use crate::mirror::{Mirror, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MS, MAX_BODY_BYTES_LIMIT};
-use crate::model_path;
-use crate::names;
 use crate::quoted::Quoted;
-use crate::router::{
+use crate::route::mirror::{
+    Mirror, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MS, MAX_BODY_BYTES_LIMIT,
+};
+use crate::route::model_path;
+use crate::route::split::Split;
+use crate::route::steps::{parse_rfc3339, Steps};
+use crate::route::{
     Canary, HeaderRoute, HostRoute, Policies, Revision, Router, Service, Sticky, TagRoute,
     DEFAULT_CLUSTER_HEADER, DEFAULT_REVISION_HEADER, DEFAULT_TAG_HEADER,
 };
-use crate::split::Split;
-use crate::steps::{parse_rfc3339, Steps};
 use crate::strhash::StrHash;
 
 /// A string of the document: borrowed, unless it had escapes.
@@ -64,7 +70,7 @@ trait Services<'t> {
 
 /// Decodes the configuration object, handing services to `sink` as they come.
 fn decode_config<'t>(bytes: &'t [u8], sink: &mut dyn Services<'t>) -> Result<RawTop<'t>, Fail> {
-    let mut p = crate::json::Parser::new(bytes);
+    let mut p = crate::config::json::Parser::new(bytes);
     let mut top = RawTop::default();
     let mut raw = RawService::default();
     let result = decode_struct(
@@ -211,7 +217,7 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
         .find(|b| !matches!(b, b' ' | b'\n' | b'\t' | b'\r'));
     if first != Some(&b'{') {
         // Valid JSON first (its syntax errors win), then the shape.
-        let mut p = crate::json::Parser::new(bytes);
+        let mut p = crate::config::json::Parser::new(bytes);
         p.value().and_then(|_| p.end()).map_err(not_json)?;
         return Err(ConfigError::top(ErrorKind::Json {
             path: String::new(),
@@ -231,7 +237,7 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
     built.finish(&raw, top)
 }
 
-fn not_json(e: crate::json::Error) -> ConfigError {
+fn not_json(e: crate::config::json::Error) -> ConfigError {
     ConfigError::top(ErrorKind::Json {
         path: String::new(),
         message: format!("not valid JSON: {e}"),
@@ -269,7 +275,7 @@ pub fn decode_only(bytes: &[u8]) -> Option<usize> {
 
 /// Names the service a shape error is in, so the message reads like the others.
 fn json_error(bytes: &[u8], err: DecodeError) -> ConfigError {
-    use crate::json::{lookup, Step, Value};
+    use crate::config::json::{lookup, Step, Value};
     let path = err.path();
     let message = err.message().to_owned();
     let mut segments = err.segments();
@@ -713,7 +719,7 @@ fn host_key(host: &str) -> String {
         _ => host,
     };
     // Usually written in lowercase: checked eight bytes at a time, then copied.
-    if crate::authority::is_lowercase(name) {
+    if crate::route::authority::is_lowercase(name) {
         return name.to_owned();
     }
     name.to_ascii_lowercase()
@@ -1320,5 +1326,4 @@ impl Router {
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

@@ -2,8 +2,8 @@
 //! rollback, and which revisions are out of rotation. Rebuilt on the timer from shared
 //! state, read by the request path without any host call.
 
-use crate::router::{Canary, Router, Service};
-use crate::split::{Interleave, Split};
+use crate::route::split::{Interleave, Split};
+use crate::route::{Canary, Router, Service};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unavailable {
@@ -76,7 +76,7 @@ impl View {
             .iter()
             .enumerate()
             .map(|(index, service)| {
-                let why = |(ri, r): (usize, &crate::router::Revision)| {
+                let why = |(ri, r): (usize, &crate::route::Revision)| {
                     let state = state(index, ri, r.cluster());
                     if !state.ready {
                         Some(Unavailable::NotReady)

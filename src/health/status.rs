@@ -2,9 +2,9 @@
 //! PREVROLLEDOUTREVISION, LATESTREADYREVISION) plus health, the effective split and the
 //! rollback state, as one JSON document.
 
-use crate::router::Router;
-use crate::split::{Split, BUCKETS};
-use crate::view::{Unavailable, View};
+use crate::health::view::{Unavailable, View};
+use crate::route::split::{Split, BUCKETS};
+use crate::route::Router;
 
 /// The document, written as `serde_json::to_string_pretty` wrote the `Serialize` structs
 /// it replaces (same keys, order, indentation, escapes and number spelling), without
@@ -206,7 +206,7 @@ mod tests {
 
     use super::*;
     use crate::config::parse;
-    use crate::view::ClusterState;
+    use crate::health::view::ClusterState;
 
     #[test]
     fn strings_and_numbers_are_spelled_as_serde_json_spells_them() {

@@ -23,7 +23,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use crate::json::{self, Number, Parser, Value};
+use crate::config::json::{self, Number, Parser, Value};
 use crate::quoted::Quoted;
 
 /// One step of the path to a bad value.
@@ -591,10 +591,10 @@ fn decode_array<'a>(
 /// (`Cow<'t, str>`) is declared with its one lifetime: `struct RawX<'t> { ... }`.
 macro_rules! from_json {
     ($(#[$meta:meta])* struct $name:ident<$lt:lifetime> { $($body:tt)* }) => {
-        $crate::decode::from_json!(@emit [$(#[$meta])*] $name [<$lt>] $lt { $($body)* });
+        $crate::config::decode::from_json!(@emit [$(#[$meta])*] $name [<$lt>] $lt { $($body)* });
     };
     ($(#[$meta:meta])* struct $name:ident { $($body:tt)* }) => {
-        $crate::decode::from_json!(@emit [$(#[$meta])*] $name [] 't { $($body)* });
+        $crate::config::decode::from_json!(@emit [$(#[$meta])*] $name [] 't { $($body)* });
     };
     (@emit [$($meta:tt)*] $name:ident [$($generics:tt)*] $lt:lifetime {
         $( $(#[$default:ident])? $field:ident : $ty:ty ),* $(,)?
@@ -606,23 +606,23 @@ macro_rules! from_json {
         }
 
         impl<$lt> $name $($generics)* {
-            const FIELDS: &'static [$crate::decode::Field] = &[$(
-                $crate::decode::Field {
-                    name: &$crate::decode::camel::<{ $crate::decode::camel_len(stringify!($field)) }>(
+            const FIELDS: &'static [$crate::config::decode::Field] = &[$(
+                $crate::config::decode::Field {
+                    name: &$crate::config::decode::camel::<{ $crate::config::decode::camel_len(stringify!($field)) }>(
                         stringify!($field),
                     ),
-                    default: $crate::decode::from_json!(@default $($default)?),
-                    optional: <$ty as $crate::decode::FromJson<$lt>>::OPTIONAL,
+                    default: $crate::config::decode::from_json!(@default $($default)?),
+                    optional: <$ty as $crate::config::decode::FromJson<$lt>>::OPTIONAL,
                 },
             )*];
             const FITS: () = assert!(Self::FIELDS.len() <= 64, "decode_struct keeps a 64-bit mask");
-            const REQUIRED: u64 = $crate::decode::required(Self::FIELDS);
+            const REQUIRED: u64 = $crate::config::decode::required(Self::FIELDS);
         }
 
-        impl<$lt> $crate::decode::FromJson<$lt> for $name $($generics)* {
+        impl<$lt> $crate::config::decode::FromJson<$lt> for $name $($generics)* {
             fn from_json(
-                p: &mut $crate::json::Parser<$lt>,
-            ) -> ::std::result::Result<Self, $crate::decode::Fail> {
+                p: &mut $crate::config::json::Parser<$lt>,
+            ) -> ::std::result::Result<Self, $crate::config::decode::Fail> {
                 let mut out = Self::default();
                 Self::read(&mut out, p)?;
                 Ok(out)
@@ -631,16 +631,16 @@ macro_rules! from_json {
             /// Into `out`, reset first (absent fields are defaults; vectors keep buffers).
             fn read(
                 out: &mut Self,
-                p: &mut $crate::json::Parser<$lt>,
-            ) -> ::std::result::Result<(), $crate::decode::Fail> {
+                p: &mut $crate::config::json::Parser<$lt>,
+            ) -> ::std::result::Result<(), $crate::config::decode::Fail> {
                 #[allow(clippy::let_unit_value)]
                 let () = Self::FITS;
-                $crate::decode::FromJson::reset(out);
-                $crate::decode::decode_struct(p, stringify!($name), Self::FIELDS, Self::REQUIRED, &mut |index, p| {
+                $crate::config::decode::FromJson::reset(out);
+                $crate::config::decode::decode_struct(p, stringify!($name), Self::FIELDS, Self::REQUIRED, &mut |index, p| {
                     let mut i = 0usize;
                     $(
                         if index == i {
-                            return $crate::decode::set(&mut out.$field, p);
+                            return $crate::config::decode::set(&mut out.$field, p);
                         }
                         i += 1;
                     )*
@@ -650,7 +650,7 @@ macro_rules! from_json {
             }
 
             fn reset(out: &mut Self) {
-                $( $crate::decode::FromJson::reset(&mut out.$field); )*
+                $( $crate::config::decode::FromJson::reset(&mut out.$field); )*
             }
         }
     };

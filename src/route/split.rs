@@ -5,7 +5,7 @@
 use std::cell::Cell;
 
 use crate::health::fnv1a;
-use crate::rng::Rng;
+use crate::route::rng::Rng;
 
 pub const BUCKETS: u32 = 10_000;
 

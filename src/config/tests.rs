@@ -2,9 +2,9 @@
 
 use serde_json::{json, Value};
 
+use crate::config::error::ErrorKind;
 use crate::config::parse;
-use crate::error::ErrorKind;
-use crate::router::Router;
+use crate::route::Router;
 
 /// KServe's canary example from the core issue.
 fn kserve_example() -> Value {
@@ -58,9 +58,9 @@ fn split(router: &Router, service: usize) -> Vec<(String, u32)> {
 
 fn tag_target(router: &Router, host: &str) -> Option<String> {
     let route = router.lookup(host)?;
-    let view = crate::view::View::configured(router);
+    let view = crate::health::view::View::configured(router);
     let d = router
-        .decide(route, |_| None, &mut crate::rng::Rng::new(1), &view)?
+        .decide(route, |_| None, &mut crate::route::rng::Rng::new(1), &view)?
         .routed()?;
     assert!(route.is_tagged());
     Some(d.revision.to_owned())

@@ -7,7 +7,7 @@ use std::cell::Cell;
 use hashbrown::HashMap;
 
 use crate::health::{Counts, HealthCheck};
-use crate::router::{Router, Service};
+use crate::route::{Router, Service};
 use crate::strhash::StrHash;
 
 /// One cluster the health machinery looks after.

@@ -334,7 +334,9 @@ impl<'a> Parser<'a> {
         self.index += 1;
         let end = self.index + expect.len();
         let key = match self.bytes.get(self.index..end) {
-            Some(k) if self.bytes.get(end) == Some(&b'"') && crate::decode::same(k, expect) => {
+            Some(k)
+                if self.bytes.get(end) == Some(&b'"') && crate::config::decode::same(k, expect) =>
+            {
                 self.index = end + 1;
                 Cow::Borrowed(expect)
             }

@@ -1,7 +1,7 @@
 //! Turning a request's `:authority` into the key of the host table, without allocating:
 //! port and one trailing dot dropped, ASCII lowercased into a caller-owned buffer.
 
-use crate::names::{MAX_HOST_LEN, MAX_LABEL_LEN};
+use crate::config::names::{MAX_HOST_LEN, MAX_LABEL_LEN};
 
 /// Room for the longest key the table can hold: a 253-character host behind a
 /// 63-character tag and its hyphen. Anything longer cannot match and is not copied.
