@@ -8,11 +8,7 @@
 
 pub mod config;
 pub mod health;
-pub mod numfmt;
-mod quoted;
 pub mod route;
-pub mod strhash;
-mod text;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

@@ -1,10 +1,10 @@
 //! Why a plugin configuration was refused. Each message names the service (when the
 //! problem is inside one), the field and the offending value, because that single log
-//! line is all an operator sees when Envoy or Istio refuses the filter.
+//! line is all an operator sees when Envoy or Istio refuses the filter. Values are
+//! quoted with `{:?}`: control characters and invisible or bidi-reordering characters
+//! come out escaped, so a value cannot disguise the line it is logged in.
 
 use std::fmt;
-
-use crate::quoted::Quoted;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -102,7 +102,7 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(service) = &self.service {
-            write!(f, "service {}: ", Quoted(service))?;
+            write!(f, "service {service:?}: ")?;
         }
         write!(f, "{}", self.kind)
     }
@@ -127,27 +127,19 @@ impl fmt::Display for ErrorKind {
                 "traffic: percents sum to {sum}, they must sum to exactly 100"
             ),
             ErrorKind::UnknownRevision { field, value } => {
-                write!(
-                    f,
-                    "{field}: {} is not a revision of this service",
-                    Quoted(value)
-                )
+                write!(f, "{field}: {value:?} is not a revision of this service")
             }
             ErrorKind::DuplicateRevision { field, name } => {
-                write!(f, "{field}: revision name {} is used twice", Quoted(name))
+                write!(f, "{field}: revision name {name:?} is used twice")
             }
             ErrorKind::DuplicateService { name } => {
-                write!(f, "name: service name {} is used twice", Quoted(name))
+                write!(f, "name: service name {name:?} is used twice")
             }
             ErrorKind::DuplicateTag { field, tag } => {
-                write!(f, "{field}: tag {} is used twice", Quoted(tag))
+                write!(f, "{field}: tag {tag:?} is used twice")
             }
             ErrorKind::HostConflict { field, host, other } => {
-                write!(
-                    f,
-                    "{field}: host {} is already claimed by {other}",
-                    Quoted(host)
-                )
+                write!(f, "{field}: host {host:?} is already claimed by {other}")
             }
             ErrorKind::EmptyValue { field } => write!(f, "{field}: must not be empty"),
             ErrorKind::InvalidHeaderName {
@@ -156,28 +148,23 @@ impl fmt::Display for ErrorKind {
                 reason,
             } => write!(
                 f,
-                "{field}: {} is not a usable header name: {reason}",
-                Quoted(value)
+                "{field}: {value:?} is not a usable header name: {reason}"
             ),
             ErrorKind::InvalidHost {
                 field,
                 value,
                 reason,
-            } => write!(
-                f,
-                "{field}: {} is not a valid host: {reason}",
-                Quoted(value)
-            ),
+            } => write!(f, "{field}: {value:?} is not a valid host: {reason}"),
             ErrorKind::InvalidTag {
                 field,
                 value,
                 reason,
-            } => write!(f, "{field}: {} is not a valid tag: {reason}", Quoted(value)),
+            } => write!(f, "{field}: {value:?} is not a valid tag: {reason}"),
             ErrorKind::InvalidValue {
                 field,
                 value,
                 reason,
-            } => write!(f, "{field}: {} is invalid: {reason}", Quoted(value)),
+            } => write!(f, "{field}: {value:?} is invalid: {reason}"),
             ErrorKind::MixedForms { kserve_field } => write!(
                 f,
                 "traffic and {kserve_field}: use either the KServe fields \

@@ -1,24 +1,19 @@
-//! The plugin configuration: its JSON shape (KServe's and Knative's vocabulary) and its
-//! compilation into a `Router`. Every rule is enforced here, at configure time, so that
-//! a configuration that loads can be routed without a failure path per request.
+//! The plugin configuration: its JSON shape (KServe's and Knative's vocabulary, in
+//! `raw`, decoded by serde) and its compilation into a `Router`. Every rule is enforced
+//! here, at configure time, so that a configuration that loads can be routed without a
+//! failure path per request.
 
-mod decode;
 pub mod error;
-mod json;
 pub mod names;
+mod raw;
 
-use std::borrow::Cow;
 use std::fmt::Write;
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
+use serde_path_to_error::Segment;
 
-use crate::config::decode::{
-    decode_seq, decode_struct, from_json, required, same, set, Error as DecodeError, Fail, Field,
-    FromJson, Segment,
-};
 use crate::config::error::{ConfigError, ErrorKind};
 use crate::health::{HealthCheck, Outlier, RatePolicy, BUCKET_MS, MAX_WINDOW_BUCKETS};
-use crate::quoted::Quoted;
 use crate::route::mirror::{
     Mirror, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MS, MAX_BODY_BYTES_LIMIT,
 };
@@ -29,182 +24,10 @@ use crate::route::{
     Canary, HeaderRoute, HostRoute, Policies, Revision, Router, Service, Sticky, TagRoute,
     DEFAULT_CLUSTER_HEADER, DEFAULT_REVISION_HEADER, DEFAULT_TAG_HEADER,
 };
-use crate::strhash::StrHash;
-
-/// A string of the document: borrowed, unless it had escapes.
-type Str<'t> = Cow<'t, str>;
-
-/// The top level's fields but `services`, whose services are compiled one by one as they
-/// are decoded (see [`decode_config`]): a 10,000-service configuration never exists as
-/// raw structs all at once.
-#[derive(Default)]
-struct RawTop<'t> {
-    cluster_header: Option<Str<'t>>,
-    revision_header: Option<Str<'t>>,
-    tag_header: Option<Str<'t>>,
-    upstream_revision_header: bool,
-    status_path: Option<Str<'t>>,
-    metrics: Option<bool>,
-}
-
-/// The top level's fields as the decoder names them, in declaration order.
-const TOP_FIELDS: &[Field] = &[
-    Field::new(b"clusterHeader", false, true),
-    Field::new(b"revisionHeader", false, true),
-    Field::new(b"tagHeader", false, true),
-    Field::new(b"upstreamRevisionHeader", true, false),
-    Field::new(b"statusPath", false, true),
-    Field::new(b"metrics", false, true),
-    Field::new(b"services", false, false),
-];
-
-/// Where [`decode_config`] hands each service of the `services` array.
-trait Services<'t> {
-    /// The array starts (again, if the key is repeated: the last one counts); `top` holds
-    /// the fields decoded so far.
-    fn start(&mut self, top: &RawTop<'t>);
-    /// A decoded service; `raw` is reused for the next one (its vectors keep their
-    /// buffers), so what the sink keeps it takes out.
-    fn service(&mut self, raw: &mut RawService<'t>);
-}
-
-/// Decodes the configuration object, handing services to `sink` as they come.
-fn decode_config<'t>(bytes: &'t [u8], sink: &mut dyn Services<'t>) -> Result<RawTop<'t>, Fail> {
-    let mut p = crate::config::json::Parser::new(bytes);
-    let mut top = RawTop::default();
-    let mut raw = RawService::default();
-    let result = decode_struct(
-        &mut p,
-        "RawConfig",
-        TOP_FIELDS,
-        required(TOP_FIELDS),
-        &mut |index, p| {
-            match index {
-                0 => set(&mut top.cluster_header, p)?,
-                1 => set(&mut top.revision_header, p)?,
-                2 => set(&mut top.tag_header, p)?,
-                3 => set(&mut top.upstream_revision_header, p)?,
-                4 => set(&mut top.status_path, p)?,
-                5 => set(&mut top.metrics, p)?,
-                _ => {
-                    sink.start(&top);
-                    decode_seq(p, &mut |p| {
-                        RawService::read(&mut raw, p)?;
-                        sink.service(&mut raw);
-                        Ok(())
-                    })?;
-                }
-            }
-            Ok(())
-        },
-    );
-    // As `decode::from_slice`: after a type error, the rest is still checked.
-    if !matches!(result, Err(Fail::Syntax(_))) {
-        p.end()?;
-    }
-    result.map(|()| top)
-}
-
-from_json! {
-    struct RawService<'t> {
-        name: Str<'t>,
-        hosts: Vec<Str<'t>>,
-        revisions: Vec<RawRevision<'t>>,
-        latest_rolledout_revision: Option<Str<'t>>,
-        latest_ready_revision: Option<Str<'t>>,
-        canary_traffic_percent: Option<i64>,
-        traffic: Option<Vec<RawTarget<'t>>>,
-        #[default]
-        tag_routing: bool,
-        #[default]
-        header_routes: Vec<RawHeaderRoute<'t>>,
-        // The rare parts boxed: a service is moved a few times on its way to the Router.
-        health_check: Option<Box<RawHealthCheck<'t>>>,
-        outlier: Option<Box<RawOutlier>>,
-        auto_rollback: Option<Box<RawAutoRollback>>,
-        sticky: Option<Box<RawSticky<'t>>>,
-        split: Option<Str<'t>>,
-        #[default]
-        models: Vec<Str<'t>>,
-        steps: Option<Box<RawSteps<'t>>>,
-        mirror: Option<Box<RawMirror<'t>>>,
-    }
-}
-
-from_json! {
-    struct RawMirror<'t> {
-        revision: Str<'t>,
-        percent: i64,
-        max_body_bytes: Option<u64>,
-        timeout_ms: Option<u64>,
-    }
-}
-
-from_json! {
-    struct RawSteps<'t> {
-        weights: Vec<i64>,
-        interval_seconds: u64,
-        start_time: Str<'t>,
-    }
-}
-
-from_json! {
-    struct RawSticky<'t> {
-        header: Option<Str<'t>>,
-        cookie: Option<Str<'t>>,
-    }
-}
-
-from_json! {
-    struct RawHealthCheck<'t> {
-        path: Option<Str<'t>>,
-        interval_ms: Option<u64>,
-        timeout_ms: Option<u64>,
-        unhealthy_threshold: Option<u64>,
-        healthy_threshold: Option<u64>,
-    }
-}
-
-from_json! {
-    struct RawOutlier {
-        max_error_rate: f64,
-        min_requests: Option<u64>,
-        window_ms: Option<u64>,
-        ejection_ms: Option<u64>,
-    }
-}
-
-from_json! {
-    struct RawAutoRollback {
-        max_error_rate: f64,
-        min_requests: Option<u64>,
-        window_ms: Option<u64>,
-    }
-}
-
-from_json! {
-    struct RawRevision<'t> {
-        name: Str<'t>,
-        cluster: Str<'t>,
-        host: Option<Str<'t>>,
-    }
-}
-
-from_json! {
-    struct RawTarget<'t> {
-        revision_name: Str<'t>,
-        percent: Option<i64>,
-        tag: Option<Str<'t>>,
-    }
-}
-
-from_json! {
-    struct RawHeaderRoute<'t> {
-        header: Str<'t>,
-        value: Str<'t>,
-        revision: Str<'t>,
-    }
-}
+use raw::{
+    Names, RawConfig, RawHealthCheck, RawMirror, RawOutlier, RawRevision, RawService, RawSteps,
+    RawSticky, RawTarget,
+};
 
 /// Parses and validates a plugin configuration (the JSON Envoy hands to `on_configure`,
 /// or Istio's `pluginConfig` turned into JSON).
@@ -212,99 +35,108 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConfigError::top(ErrorKind::Empty));
     }
-    let first = bytes
-        .iter()
-        .find(|b| !matches!(b, b' ' | b'\n' | b'\t' | b'\r'));
-    if first != Some(&b'{') {
-        // Valid JSON first (its syntax errors win), then the shape.
-        let mut p = crate::config::json::Parser::new(bytes);
-        p.value().and_then(|_| p.end()).map_err(not_json)?;
-        return Err(ConfigError::top(ErrorKind::Json {
-            path: String::new(),
-            message: "the configuration must be a JSON object with \"services\"".into(),
-        }));
-    }
-    let (built, raw) = build(bytes, None)?;
+    let raw = decode(bytes)?;
+    // The top level's errors come before any service's.
     let top = top_level(&raw)?;
-    // Services were checked against the headers known when the array began; in the rare
-    // document that names them later, and where a service's rules depend on them, again.
-    let headers = (top.cluster_header.clone(), top.tag_header.clone());
-    let built = if built.used_headers && built.headers != headers {
-        build(bytes, Some(headers))?.0
-    } else {
-        built
+    let hosts = raw.services.iter().map(|s| s.hosts.len()).sum();
+    let mut router = Router {
+        hosts: HashMap::with_capacity(hosts),
+        services: Vec::with_capacity(raw.services.len()),
+        ..Router::default()
     };
-    built.finish(&raw, top)
+    let mut names = HashSet::with_capacity(raw.services.len());
+    for (index, service) in raw.services.iter().enumerate() {
+        let name = &*service.name;
+        if name.is_empty() {
+            return Err(ConfigError::top(ErrorKind::EmptyValue {
+                field: format!("services[{index}].name"),
+            }));
+        }
+        let fail = |kind| ConfigError::in_service(name, kind);
+        if !names.insert(name) {
+            return Err(fail(ErrorKind::DuplicateService {
+                name: name.to_owned(),
+            }));
+        }
+        let compiled =
+            compile_service(service, &top.cluster_header, &top.tag_header).map_err(fail)?;
+        register_hosts(&mut router, index, &compiled, service).map_err(fail)?;
+        router.tag_routing |= !compiled.tags.is_empty();
+        router.services.push(compiled);
+    }
+    router.cluster_header = top.cluster_header.into();
+    router.revision_header = top.revision_header.into();
+    router.tag_header = top.tag_header.into();
+    router.upstream_revision_header = raw.upstream_revision_header;
+    router.status_path = top.status_path;
+    router.metrics = raw.metrics.unwrap_or(false);
+    Ok(router)
 }
 
-fn not_json(e: crate::config::json::Error) -> ConfigError {
+/// The document decoded by serde into its shape, or the error naming where it is wrong.
+fn decode(bytes: &[u8]) -> Result<RawConfig<'_>, ConfigError> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    let raw = serde_path_to_error::deserialize(&mut json).map_err(|e| decode_error(bytes, e))?;
+    json.end().map_err(|e| not_json(&e))?;
+    Ok(raw)
+}
+
+/// Only the decoding part of [`parse`] (for bench/configure.rs): the number of services.
+#[doc(hidden)]
+pub fn decode_only(bytes: &[u8]) -> Option<usize> {
+    decode(bytes).ok().map(|raw| raw.services.len())
+}
+
+fn not_json(e: &serde_json::Error) -> ConfigError {
     ConfigError::top(ErrorKind::Json {
         path: String::new(),
         message: format!("not valid JSON: {e}"),
     })
 }
 
-/// One pass over the document: decoded, and its services compiled as they come.
-fn build(
-    bytes: &[u8],
-    headers: Option<(String, String)>,
-) -> Result<(Build<'_>, RawTop<'_>), ConfigError> {
-    let mut build = Build::new(headers, bytes.len());
-    match decode_config(bytes, &mut build) {
-        Ok(raw) => Ok((build, raw)),
-        Err(Fail::Syntax(e)) => Err(not_json(e)),
-        Err(Fail::Decode(e)) => Err(json_error(bytes, e)),
+/// A decoding error as the operator reads it: syntax errors say the document is not
+/// JSON; a value of the wrong shape is named by its path, inside the service it is in.
+fn decode_error(bytes: &[u8], e: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
+    if e.inner().is_syntax() || e.inner().is_eof() {
+        let message = match e.path().to_string() {
+            path if path == "." => format!("not valid JSON: {}", e.inner()),
+            path => format!("not valid JSON: {path}: {}", e.inner()),
+        };
+        return ConfigError::top(ErrorKind::Json {
+            path: String::new(),
+            message,
+        });
     }
-}
-
-/// Only the decoding part of [`parse`] (for bench/configure.rs): the number of services.
-#[doc(hidden)]
-pub fn decode_only(bytes: &[u8]) -> Option<usize> {
-    struct Count(usize);
-    impl<'t> Services<'t> for Count {
-        fn start(&mut self, _: &RawTop<'t>) {
-            self.0 = 0;
-        }
-        fn service(&mut self, _: &mut RawService<'t>) {
-            self.0 += 1;
-        }
-    }
-    let mut count = Count(0);
-    decode_config(bytes, &mut count).ok().map(|_| count.0)
-}
-
-/// Names the service a shape error is in, so the message reads like the others.
-fn json_error(bytes: &[u8], err: DecodeError) -> ConfigError {
-    use crate::config::json::{lookup, Step, Value};
-    let path = err.path();
-    let message = err.message().to_owned();
-    let mut segments = err.segments();
-    if let (Some(Segment::Key(key)), Some(Segment::Index(index))) =
+    let message = e.inner().to_string();
+    let mut segments = e.path().iter();
+    if let (Some(Segment::Map { key }), Some(Segment::Seq { index })) =
         (segments.next(), segments.next())
     {
-        if key == "services" {
-            let name = lookup(
-                bytes,
-                &[
-                    Step::Key("services"),
-                    Step::Index(*index),
-                    Step::Key("name"),
-                ],
+        let names = (key == "services")
+            .then(|| serde_json::from_slice::<Names<'_>>(bytes).ok())
+            .flatten();
+        if let Some(service) = names.and_then(|n| n.services.into_iter().nth(*index)) {
+            let inner = segments.fold(String::new(), |mut path, segment| {
+                if !path.is_empty() && !matches!(segment, Segment::Seq { .. }) {
+                    path.push('.');
+                }
+                // Writing to a String cannot fail.
+                let _ = write!(path, "{segment}");
+                path
+            });
+            return ConfigError::in_service(
+                &service.name,
+                ErrorKind::Json {
+                    path: inner,
+                    message,
+                },
             );
-            if let Some(Value::String(name)) = name {
-                let prefix = format!("services[{index}].");
-                let inner = path.strip_prefix(&prefix).unwrap_or(&path).to_owned();
-                return ConfigError::in_service(
-                    &name,
-                    ErrorKind::Json {
-                        path: inner,
-                        message,
-                    },
-                );
-            }
         }
     }
-    ConfigError::top(ErrorKind::Json { path, message })
+    ConfigError::top(ErrorKind::Json {
+        path: e.path().to_string(),
+        message,
+    })
 }
 
 /// The top level's settings, checked (before any service's errors are reported).
@@ -315,7 +147,7 @@ struct TopLevel {
     status_path: Option<Box<str>>,
 }
 
-fn top_level(raw: &RawTop<'_>) -> Result<TopLevel, ConfigError> {
+fn top_level(raw: &RawConfig<'_>) -> Result<TopLevel, ConfigError> {
     let cluster_header = header_field(
         "clusterHeader",
         raw.cluster_header.as_deref(),
@@ -354,130 +186,6 @@ fn top_level(raw: &RawTop<'_>) -> Result<TopLevel, ConfigError> {
     })
 }
 
-/// A router being built from the services of one pass, in document order.
-struct Build<'t> {
-    router: Router,
-    /// The clusterHeader and tagHeader services are checked against.
-    headers: (String, String),
-    /// `headers` were given (a second pass), not taken from the fields seen so far.
-    fixed: bool,
-    /// A service compiled so far has rules that depend on `headers`.
-    used_headers: bool,
-    /// Service names as the document spells them; those with escapes in `unescaped`.
-    names: HashMap<&'t str, usize, StrHash>,
-    unescaped: HashMap<Box<str>, HostRoute, StrHash>,
-    /// The first service that failed: later services are only decoded.
-    error: Option<ConfigError>,
-    /// Room for the services of the document, about.
-    room: usize,
-}
-
-impl<'t> Build<'t> {
-    fn new(headers: Option<(String, String)>, document_len: usize) -> Self {
-        Build {
-            router: Router::default(),
-            fixed: headers.is_some(),
-            headers: headers.unwrap_or_default(),
-            used_headers: false,
-            names: HashMap::default(),
-            unescaped: HashMap::default(),
-            error: None,
-            // Services take a few hundred bytes of JSON each: room for that many, so that
-            // the tables rarely grow (room never written to costs no memory pages).
-            room: document_len / 256,
-        }
-    }
-
-    /// The router, or the first service's error (the top level's came first).
-    fn finish(self, raw: &RawTop<'_>, top: TopLevel) -> Result<Router, ConfigError> {
-        if let Some(e) = self.error {
-            return Err(e);
-        }
-        let mut router = self.router;
-        router.cluster_header = top.cluster_header.into();
-        router.revision_header = top.revision_header.into();
-        router.tag_header = top.tag_header.into();
-        router.upstream_revision_header = raw.upstream_revision_header;
-        router.status_path = top.status_path;
-        router.metrics = raw.metrics.unwrap_or(false);
-        Ok(router)
-    }
-
-    fn compile(&mut self, raw: &RawService<'t>) -> Result<Service, ConfigError> {
-        let index = self.router.services.len();
-        let name = &*raw.name;
-        let fail = |kind| ConfigError::in_service(name, kind);
-        if name.is_empty() {
-            return Err(ConfigError::top(ErrorKind::EmptyValue {
-                field: format!("services[{index}].name"),
-            }));
-        }
-        if self.names.contains_key(name) || self.unescaped.contains_key(name) {
-            return Err(fail(ErrorKind::DuplicateService {
-                name: name.to_owned(),
-            }));
-        }
-        self.used_headers |= !raw.header_routes.is_empty() || raw.sticky.is_some();
-        let (cluster_header, tag_header) = &self.headers;
-        let service = compile_service(raw, cluster_header, tag_header).map_err(fail)?;
-        register_hosts(&mut self.router, index, &service, raw).map_err(fail)?;
-        Ok(service)
-    }
-}
-
-impl<'t> Services<'t> for Build<'t> {
-    fn start(&mut self, top: &RawTop<'t>) {
-        // Afresh, also when `services` is repeated (the last one counts).
-        self.router = Router {
-            hosts: HashMap::with_capacity_and_hasher(self.room, StrHash),
-            services: Vec::with_capacity(self.room),
-            ..Router::default()
-        };
-        self.names = HashMap::with_capacity_and_hasher(self.room, StrHash);
-        self.unescaped = HashMap::default();
-        self.error = None;
-        self.used_headers = false;
-        if !self.fixed {
-            // Invalid ones fail the top level, whatever the services say.
-            let valid = |v: &Option<Str<'_>>, default: &str| {
-                v.as_deref()
-                    .and_then(|v| names::header_name(v).ok())
-                    .unwrap_or_else(|| default.to_owned())
-            };
-            self.headers = (
-                valid(&top.cluster_header, DEFAULT_CLUSTER_HEADER),
-                valid(&top.tag_header, DEFAULT_TAG_HEADER),
-            );
-        }
-    }
-
-    fn service(&mut self, raw: &mut RawService<'t>) {
-        if self.error.is_some() {
-            return;
-        }
-        match self.compile(raw) {
-            Ok(service) => {
-                let index = self.router.services.len();
-                self.router.tag_routing |= !service.tags.is_empty();
-                match std::mem::take(&mut raw.name) {
-                    Cow::Borrowed(name) => {
-                        self.names.insert(name, index);
-                    }
-                    Cow::Owned(name) => {
-                        let route = HostRoute {
-                            service: index,
-                            tag: None,
-                        };
-                        self.unescaped.insert(name.into(), route);
-                    }
-                }
-                self.router.services.push(service);
-            }
-            Err(e) => self.error = Some(e),
-        }
-    }
-}
-
 fn header_field(field: &str, value: Option<&str>, default: &str) -> Result<String, ConfigError> {
     match value {
         None => Ok(default.to_owned()),
@@ -504,7 +212,7 @@ fn compile_service(
     let resolve = |field: &str, name: &str| {
         revisions
             .iter()
-            .position(|r| same(r.name().as_bytes(), name.as_bytes()))
+            .position(|r| r.name() == name)
             .ok_or_else(|| ErrorKind::UnknownRevision {
                 field: field.into(),
                 value: name.into(),
@@ -746,10 +454,7 @@ fn compile_revisions(raw: &[RawRevision<'_>]) -> Result<Vec<Revision>, ErrorKind
                 reason,
             });
         }
-        if revisions
-            .iter()
-            .any(|other| same(other.name().as_bytes(), r.name.as_bytes()))
-        {
+        if revisions.iter().any(|other| other.name() == &*r.name) {
             return Err(ErrorKind::DuplicateRevision {
                 field: field("name"),
                 name: r.name.to_string(),
@@ -1127,7 +832,7 @@ fn rate_policy(
     if !(max_error_rate > 0.0 && max_error_rate <= 1.0) {
         return Err(ErrorKind::InvalidValue {
             field: format!("{section}.maxErrorRate"),
-            value: crate::numfmt::brief(max_error_rate),
+            value: max_error_rate.to_string(),
             reason: "a fraction in (0, 1]: 0.05 is 5%",
         });
     }
@@ -1232,7 +937,7 @@ fn register_hosts(
             claim(
                 router,
                 &service.name,
-                || format!("tag {} on host {}", Quoted(tag), Quoted(&host)),
+                || format!("tag {tag:?} on host {host:?}"),
                 format!("{tag}-{host}"),
                 route,
             )?;
@@ -1289,8 +994,8 @@ fn claim(
         .get(existing.service)
         .map_or(service, |s| &*s.name);
     let other = match (existing.tag.is_some(), owner == service) {
-        (false, false) => format!("service {}", Quoted(owner)),
-        (true, false) => format!("a tag host of service {}", Quoted(owner)),
+        (false, false) => format!("service {owner:?}"),
+        (true, false) => format!("a tag host of service {owner:?}"),
         (false, true) => "another host of this service".to_owned(),
         (true, true) => "another tag host of this service".to_owned(),
     };

@@ -93,9 +93,9 @@ fn checked_dns_name(name: &str) -> Result<(), &'static str> {
 
 /// An authority to send upstream: a DNS name with an optional `:port`.
 pub fn authority(value: &str) -> Result<String, &'static str> {
-    match crate::text::split_last(value, b':') {
+    match value.rsplit_once(':') {
         Some((host, port)) => {
-            let Some(p) = crate::text::digits(port) else {
+            let Some(p) = digits(port) else {
                 return Err("the port must be a number");
             };
             if (1..=65535).contains(&p) {
@@ -191,6 +191,15 @@ fn printable(bytes: &[u8]) -> bool {
 
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A non-empty run of ASCII digits as a number: no sign, no spaces (which `str::parse`
+/// would take); `None` on overflow.
+pub fn digits(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 #[cfg(test)]

@@ -241,7 +241,10 @@ fn rejects_empty_and_malformed() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert_mentions(&e, &["not valid JSON"]);
-    assert_mentions(&reject(&json!([1, 2])), &["must be a JSON object"]);
+    assert_mentions(
+        &reject(&json!([1, 2])),
+        &["expected the configuration as a JSON object with \"services\""],
+    );
     assert_mentions(&reject(&json!({})), &["missing field `services`"]);
 }
 
@@ -797,52 +800,117 @@ fn mirror_copies_a_share_to_one_revision() {
     assert_mentions(&msg, &["mirror.maxBodyBytes", "16777217"]);
 }
 
-/// Read in one pass, the document still gives the errors of the tree it used to be
-/// decoded from (the expected texts are the previous implementation's): keys in byte
-/// order, the last of duplicates, syntax errors first, the service named from the
-/// document (escapes and all).
+/// serde decodes the document in one pass: the first error in document order, named by
+/// its JSON path inside the service it is in (escapes and all); keys given twice and
+/// arrays where objects belong are refused, so no reader can take a different value than
+/// the filter did.
 #[test]
-fn errors_are_those_of_the_whole_document() {
+fn decoding_errors_name_the_path_the_service_and_the_value() {
     let err = |text: &str| match parse(text.as_bytes()) {
         Ok(_) => panic!("accepted {text}"),
         Err(e) => e.to_string(),
     };
-    assert_eq!(
-        err(
-            r#"{"services": [{"name": "a", "revisions": [{"name": "r", "cluster": "c"}], "hosts": 5, "canaryTrafficPercent": "x"}]}"#
-        ),
-        r#"service "a": canaryTrafficPercent: invalid type: string "x", expected i64"#
+    let starts = |text: &str, start: &str| {
+        let e = err(text);
+        assert!(e.starts_with(start), "{e:?} should start with {start:?}");
+    };
+    starts(
+        r#"{"services": [{"name": "a", "revisions": [{"name": "r", "cluster": "c"}], "hosts": 5, "canaryTrafficPercent": "x"}]}"#,
+        r#"service "a": hosts: invalid type: integer `5`, expected a sequence at line 1 column "#,
     );
-    assert!(parse(br#"{"services": [{"name": "a", "hosts": 5, "hosts": ["a.com"], "revisions": [{"name": "r", "cluster": "c"}]}]}"#).is_ok());
-    assert_eq!(
-        err(
-            r#"{"services": [{"name": "a", "hosts": ["a.com"], "hosts": 5, "revisions": [{"name": "r", "cluster": "c"}]}]}"#
-        ),
-        r#"service "a": hosts: invalid type: integer `5`, expected a sequence"#
+    starts(
+        r#"{"services": [{"name": "a", "hosts": ["a.com"], "revisions": [{"name": "r", "cluster": "c"}], "canaryTrafficPercent": "x"}]}"#,
+        r#"service "a": canaryTrafficPercent: invalid type: string "x", expected i64"#,
+    );
+    // Keys given twice are refused, whatever their values.
+    starts(
+        r#"{"services": [{"name": "a", "hosts": ["a.com"], "hosts": ["a.com"], "revisions": [{"name": "r", "cluster": "c"}]}]}"#,
+        r#"service "a": duplicate field `hosts`"#,
+    );
+    starts(
+        r#"{"services": [], "services": []}"#,
+        "duplicate field `services`",
+    );
+    starts(
+        r#"{"services": [{"name": "a", "hosts": ["a.com"], "revisions": [{"name": "r", "cluster": "c", "cluster": "d"}]}]}"#,
+        r#"service "a": revisions[0]: duplicate field `cluster`"#,
+    );
+    // An object written as an array is refused, at every level.
+    starts(
+        r#"{"services": [["a", ["a.com"], [["r", "c"]]]]}"#,
+        "services[0]: invalid type: sequence, expected a JSON object",
+    );
+    starts(
+        r#"{"services": [{"name": "a", "hosts": ["a.com"], "revisions": [["r", "c"]]}]}"#,
+        r#"service "a": revisions[0]: invalid type: sequence, expected a JSON object"#,
+    );
+    starts(
+        r#"[[]]"#,
+        r#"invalid type: sequence, expected the configuration as a JSON object with "services""#,
+    );
+    // The first error in the document wins, over a later syntax error too (which leaves
+    // no names to go by: the path says which service).
+    starts(
+        r#"{"services": [{"name": "a", "hosts": 5, "revisions": []}], "metrics": tru}"#,
+        "services[0].hosts: invalid type: integer `5`",
     );
     assert_eq!(
-        err(r#"{"services": [{"name": "a", "hosts": 5, "revisions": []}], "metrics": tru}"#),
-        "not valid JSON: expected ident at line 1 column 74"
+        err(r#"{"services": [{"name": "a", "tagRouting": tru}"#),
+        "not valid JSON: services[0].tagRouting: expected ident at line 1 column 46"
     );
     assert_eq!(
-        err(
-            r#"{"services": [{"name": "x"}], "services": [{"n\u0061me": "caf\u00e9", "hosts": 5}]}"#
-        ),
-        r#"service "café": hosts: invalid type: integer `5`, expected a sequence"#
+        err(r#"{"services": [{"name": "a", "canaryTrafficPercent": 1e999}]}"#),
+        "not valid JSON: services[0].canaryTrafficPercent: number out of range at line 1 column 57"
     );
-    assert!(
-        err(r#"{"services": [{"name": "a", "zeta": 1, "alpha": 2, "hosts": 5}]}"#).starts_with(
-            r#"service "a": alpha: unknown field `alpha`, expected one of `name`, `hosts`,"#
-        )
+    // The service is named as it decodes, escapes and all; unknown fields are listed.
+    starts(
+        r#"{"services": [{"n\u0061me": "caf\u00e9", "hosts": 5}]}"#,
+        r#"service "café": hosts: invalid type: integer `5`, expected a sequence"#,
     );
-    assert_eq!(
-        err(r#"{"services": [{"name": 7, "hosts": 5}]}"#),
-        "services[0].hosts: invalid type: integer `5`, expected a sequence"
+    starts(
+        r#"{"services": [{"name": "a", "zeta": 1, "alpha": 2, "hosts": 5}]}"#,
+        r#"service "a": zeta: unknown field `zeta`, expected one of `name`, `hosts`,"#,
+    );
+    // No name to go by: the path says which service.
+    starts(
+        r#"{"services": [{"name": 7, "hosts": 5}]}"#,
+        "services[0].name: invalid type: integer `7`, expected a string",
+    );
+    starts(
+        r#"{"services": [{"hosts": ["b.com"], "revisions": 3}]}"#,
+        "services[0].revisions: invalid type: integer `3`",
     );
 }
 
-/// Services are compiled as they are decoded, before the top level's later keys are read:
-/// the result is still the whole document's, whatever the order of its keys.
+/// Values in messages are quoted as `{:?}` quotes them: control characters and invisible
+/// or bidi-reordering characters come out escaped, so a configuration value cannot
+/// disguise the log line it appears in.
+#[test]
+fn values_in_messages_are_escaped() {
+    let msg = reject(&with_service(|s| {
+        s.insert(
+            "hosts".into(),
+            json!(["moc.elpmaxe\u{202e}.evil\u{200b}.com\n[info] fake"]),
+        );
+    }));
+    assert!(
+        msg.contains(r#""moc.elpmaxe\u{202e}.evil\u{200b}.com\n[info] fake""#),
+        "{msg}"
+    );
+    assert!(!msg.contains('\u{202e}') && !msg.contains('\n'), "{msg:?}");
+    let msg = reject(&with_service(|s| {
+        s.insert("name".into(), json!("iris\u{7}\u{2028}"));
+        s.insert("split".into(), json!("x"));
+    }));
+    assert!(
+        msg.starts_with(r#"service "iris\u{7}\u{2028}": split"#),
+        "{msg}"
+    );
+}
+
+/// Services are checked against the whole top level, wherever its keys stand (Istio
+/// sorts keys, so `tagHeader` comes after `services`); the top level's errors come before
+/// any service's.
 #[test]
 fn services_are_checked_against_the_whole_top_level() {
     let err = |text: &str| match parse(text.as_bytes()) {
@@ -871,12 +939,8 @@ fn services_are_checked_against_the_whole_top_level() {
         let router = parse(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(router.cluster_header(), "x-to");
     }
-    // And a route on the renamed one is refused, wherever the rename is (the last counts).
-    let twice = format!(
-        r#"{{"services": [{}], "clusterHeader": "x-a", "clusterHeader": "x-to"}}"#,
-        route("x-to")
-    );
-    for text in renamed(route("x-to")).into_iter().chain([twice]) {
+    // And a route on the renamed one is refused, wherever the rename is.
+    for text in renamed(route("x-to")) {
         assert!(err(&text).contains("strips clusterHeader"), "{text}");
     }
     // A sticky header named like tagHeader, which Istio's sorted keys put after services.
@@ -894,24 +958,13 @@ fn services_are_checked_against_the_whole_top_level() {
         r#"{{"services": [{bad_service}], "clusterHeader": "x y"}}"#
     ))
     .starts_with("clusterHeader"));
-    assert_eq!(
-        err(&format!(
-            r#"{{"services": [{bad_service}], "metrics": "yes"}}"#
-        )),
-        r#"metrics: invalid type: string "yes", expected a boolean"#
-    );
-    assert!(err(&format!(r#"{{"services": [{bad_service}]}}"#)).contains("sometimes"));
-    // The last `services` counts, errors and all.
-    let good = service("");
-    assert!(
-        parse(format!(r#"{{"services": [{bad_service}], "services": [{good}]}}"#).as_bytes())
-            .is_ok()
-    );
     assert!(err(&format!(
-        r#"{{"services": [{good}], "services": [{bad_service}]}}"#
+        r#"{{"services": [{bad_service}], "metrics": "yes"}}"#
     ))
-    .contains("sometimes"));
+    .starts_with(r#"metrics: invalid type: string "yes", expected a boolean"#));
+    assert!(err(&format!(r#"{{"services": [{bad_service}]}}"#)).contains("sometimes"));
     // Names with escapes are compared decoded.
+    let good = service("");
     let twin =
         r#"{"name": "\u0061", "hosts": ["b.com"], "revisions": [{"name": "r", "cluster": "c"}]}"#;
     assert!(err(&format!(r#"{{"services": [{good}, {twin}]}}"#)).contains("used twice"));

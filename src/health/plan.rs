@@ -8,7 +8,6 @@ use hashbrown::HashMap;
 
 use crate::health::{Counts, HealthCheck};
 use crate::route::{Router, Service};
-use crate::strhash::StrHash;
 
 /// One cluster the health machinery looks after.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +39,8 @@ impl Plan {
         // Clusters matter only to health policies: without any, no cluster table (and no
         // lookup of every revision's cluster name to build it).
         let watched = router.services.iter().any(Service::policed);
-        let mut index: HashMap<&str, usize, StrHash> =
-            HashMap::with_capacity_and_hasher(if watched { revisions } else { 0 }, StrHash);
+        let mut index: HashMap<&str, usize> =
+            HashMap::with_capacity(if watched { revisions } else { 0 });
         let mut plan = Plan {
             clusters: Vec::with_capacity(if watched { revisions } else { 0 }),
             starts: Vec::with_capacity(router.services.len() + 1),
@@ -60,7 +59,7 @@ impl Plan {
     #[inline(never)]
     fn add<'r>(
         &mut self,
-        mut index: Option<&mut HashMap<&'r str, usize, StrHash>>,
+        mut index: Option<&mut HashMap<&'r str, usize>>,
         si: usize,
         service: &'r Service,
     ) {

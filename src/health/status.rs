@@ -1,203 +1,126 @@
 //! The status view: what `kubectl get isvc` shows (URL, READY, PREV, LATEST,
 //! PREVROLLEDOUTREVISION, LATESTREADYREVISION) plus health, the effective split and the
-//! rollback state, as one JSON document.
+//! rollback state, as one JSON document written by serde_json.
+
+use serde::Serialize;
 
 use crate::health::view::{Unavailable, View};
 use crate::route::split::{Split, BUCKETS};
-use crate::route::Router;
+use crate::route::{Router, Service};
 
-/// The document, written as `serde_json::to_string_pretty` wrote the `Serialize` structs
-/// it replaces (same keys, order, indentation, escapes and number spelling), without
-/// serde's serializer in the wasm:
-///
-/// `{"services": [{"name", "url", "ready", "prev"?, "latest"?, "prevRolledoutRevision"?,
-/// "latestReadyRevision"?, "rolledBack", "failOpen", "configuredSplit": [{"revision",
-/// "percent"}], "effectiveSplit": [...], "revisions": [{"name", "cluster", "ready",
-/// "ejected"}]}]}`, where `prev` is the percent of split-routed traffic now going to
-/// latestRolledoutRevision and `latest` the percent going to latestReadyRevision.
+/// `{"services": [...]}`, one entry per service the view knows.
+#[derive(Serialize)]
+struct Document<'a> {
+    services: Vec<ServiceStatus<'a>>,
+}
+
+/// `prev` is the percent of split-routed traffic now going to latestRolledoutRevision,
+/// `latest` the percent going to latestReadyRevision (as `kubectl get isvc` prints them).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceStatus<'a> {
+    name: &'a str,
+    url: String,
+    ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latest: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_rolledout_revision: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latest_ready_revision: Option<&'a str>,
+    rolled_back: bool,
+    fail_open: bool,
+    configured_split: Vec<Share<'a>>,
+    effective_split: Vec<Share<'a>>,
+    revisions: Vec<RevisionStatus<'a>>,
+}
+
+#[derive(Serialize)]
+struct Share<'a> {
+    revision: &'a str,
+    percent: f64,
+}
+
+#[derive(Serialize)]
+struct RevisionStatus<'a> {
+    name: &'a str,
+    cluster: &'a str,
+    ready: bool,
+    ejected: bool,
+}
+
+/// The document, pretty-printed.
 pub fn render(router: &Router, view: &View) -> String {
-    let mut w = Pretty::default();
-    w.open('{');
-    w.key("services");
-    w.open('[');
-    for (i, service) in router.services.iter().enumerate() {
-        let Some(state) = view.service(i) else {
-            continue;
-        };
-        let name_of = |rev: usize| service.revisions.get(rev).map(|r| r.name());
-        let percent_of = |rev: usize| {
-            state
-                .split
-                .shares()
-                .find(|&(r, _)| r == rev)
-                .map_or(0.0, |(_, w)| percent(w))
-        };
-        let (prev, latest) = match service.canary {
-            Some(c) => (Some(c.rolled), Some(c.ready)),
-            None => (None, service.split.shares().next().map(|(r, _)| r)),
-        };
-        w.item();
-        w.open('{');
-        w.key("name");
-        w.string(&service.name);
-        w.key("url");
-        w.string(&format!("http://{}", service.probe_authority));
-        w.key("ready");
-        w.bool((0..service.revisions.len()).any(|r| state.unavailable(r).is_none()));
-        if let Some(rev) = prev {
-            w.key("prev");
-            w.number(percent_of(rev));
-        }
-        if let Some(rev) = latest {
-            w.key("latest");
-            w.number(percent_of(rev));
-        }
-        if let Some(name) = prev.and_then(name_of) {
-            w.key("prevRolledoutRevision");
-            w.string(name);
-        }
-        if let Some(name) = latest.and_then(name_of) {
-            w.key("latestReadyRevision");
-            w.string(name);
-        }
-        w.key("rolledBack");
-        w.bool(state.rolled_back);
-        w.key("failOpen");
-        w.bool(state.fail_open);
-        let shares = |w: &mut Pretty, key: &str, split: &Split| {
-            w.key(key);
-            w.open('[');
-            for (rev, width) in split.shares() {
-                let Some(name) = name_of(rev) else {
-                    continue;
-                };
-                w.item();
-                w.open('{');
-                w.key("revision");
-                w.string(name);
-                w.key("percent");
-                w.number(percent(width));
-                w.close('}');
-            }
-            w.close(']');
-        };
-        shares(&mut w, "configuredSplit", &state.configured);
-        shares(&mut w, "effectiveSplit", &state.split);
-        w.key("revisions");
-        w.open('[');
-        for (ri, r) in service.revisions.iter().enumerate() {
-            let u = state.unavailable(ri);
-            w.item();
-            w.open('{');
-            w.key("name");
-            w.string(r.name());
-            w.key("cluster");
-            w.string(r.cluster());
-            w.key("ready");
-            w.bool(u != Some(Unavailable::NotReady));
-            w.key("ejected");
-            w.bool(u == Some(Unavailable::Ejected));
-            w.close('}');
-        }
-        w.close(']');
-        w.close('}');
+    let services = router
+        .services
+        .iter()
+        .enumerate()
+        .filter_map(|(i, service)| Some(service_status(service, view.service(i)?)))
+        .collect();
+    // Serialising these structs into a String cannot fail.
+    serde_json::to_string_pretty(&Document { services }).unwrap_or_default()
+}
+
+fn service_status<'a>(
+    service: &'a Service,
+    state: &crate::health::view::ServiceView,
+) -> ServiceStatus<'a> {
+    let name_of = |rev: usize| service.revisions.get(rev).map(|r| r.name());
+    let percent_of = |rev: usize| {
+        state
+            .split
+            .shares()
+            .find(|&(r, _)| r == rev)
+            .map_or(0.0, |(_, w)| percent(w))
+    };
+    let (prev, latest) = match service.canary {
+        Some(c) => (Some(c.rolled), Some(c.ready)),
+        None => (None, service.split.shares().next().map(|(r, _)| r)),
+    };
+    let shares = |split: &Split| {
+        split
+            .shares()
+            .filter_map(|(rev, width)| {
+                Some(Share {
+                    revision: name_of(rev)?,
+                    percent: percent(width),
+                })
+            })
+            .collect()
+    };
+    ServiceStatus {
+        name: &service.name,
+        url: format!("http://{}", service.probe_authority),
+        ready: (0..service.revisions.len()).any(|r| state.unavailable(r).is_none()),
+        prev: prev.map(percent_of),
+        latest: latest.map(percent_of),
+        prev_rolledout_revision: prev.and_then(name_of),
+        latest_ready_revision: latest.and_then(name_of),
+        rolled_back: state.rolled_back,
+        fail_open: state.fail_open,
+        configured_split: shares(&state.configured),
+        effective_split: shares(&state.split),
+        revisions: service
+            .revisions
+            .iter()
+            .enumerate()
+            .map(|(ri, r)| {
+                let u = state.unavailable(ri);
+                RevisionStatus {
+                    name: r.name(),
+                    cluster: r.cluster(),
+                    ready: u != Some(Unavailable::NotReady),
+                    ejected: u == Some(Unavailable::Ejected),
+                }
+            })
+            .collect(),
     }
-    w.close(']');
-    w.close('}');
-    w.out
 }
 
 fn percent(width: u32) -> f64 {
     f64::from(width) * 100.0 / f64::from(BUCKETS)
-}
-
-/// serde_json's pretty printer, for the few shapes above: two-space indent, `"key": value`,
-/// `[]` for an empty array.
-#[derive(Default)]
-struct Pretty {
-    out: String,
-    depth: usize,
-    /// Nothing written yet in the innermost open object or array.
-    empty: bool,
-}
-
-impl Pretty {
-    fn open(&mut self, bracket: char) {
-        self.out.push(bracket);
-        self.depth += 1;
-        self.empty = true;
-    }
-
-    fn close(&mut self, bracket: char) {
-        self.depth = self.depth.saturating_sub(1);
-        if !self.empty {
-            self.newline();
-        }
-        self.out.push(bracket);
-        self.empty = false;
-    }
-
-    fn newline(&mut self) {
-        self.out.push('\n');
-        for _ in 0..self.depth {
-            self.out.push_str("  ");
-        }
-    }
-
-    /// Starts an array element.
-    fn item(&mut self) {
-        if !self.empty {
-            self.out.push(',');
-        }
-        self.newline();
-        self.empty = false;
-    }
-
-    /// Starts an object member.
-    fn key(&mut self, key: &str) {
-        self.item();
-        self.string(key);
-        self.out.push_str(": ");
-    }
-
-    fn bool(&mut self, value: bool) {
-        self.out.push_str(if value { "true" } else { "false" });
-    }
-
-    fn number(&mut self, value: f64) {
-        if value.is_finite() {
-            self.out.push_str(zmij::Buffer::new().format_finite(value));
-        } else {
-            self.out.push_str("null");
-        }
-    }
-
-    /// A string with serde_json's escapes: `"`, `\\`, and the control characters.
-    fn string(&mut self, value: &str) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        self.out.push('"');
-        for c in value.chars() {
-            match c {
-                '"' => self.out.push_str("\\\""),
-                '\\' => self.out.push_str("\\\\"),
-                '\n' => self.out.push_str("\\n"),
-                '\r' => self.out.push_str("\\r"),
-                '\t' => self.out.push_str("\\t"),
-                '\u{8}' => self.out.push_str("\\b"),
-                '\u{c}' => self.out.push_str("\\f"),
-                c if c < ' ' => {
-                    let b = c as usize;
-                    self.out.push_str("\\u00");
-                    for nibble in [b >> 4, b & 0xf] {
-                        self.out
-                            .push(char::from(HEX.get(nibble).copied().unwrap_or(b'0')));
-                    }
-                }
-                c => self.out.push(c),
-            }
-        }
-        self.out.push('"');
-    }
 }
 
 #[cfg(test)]
@@ -207,20 +130,6 @@ mod tests {
     use super::*;
     use crate::config::parse;
     use crate::health::view::ClusterState;
-
-    #[test]
-    fn strings_and_numbers_are_spelled_as_serde_json_spells_them() {
-        let mut text: String = (0u8..0x80).map(char::from).collect();
-        text.push_str("bücher \u{2028} \u{1F600}");
-        let mut w = Pretty::default();
-        w.string(&text);
-        assert_eq!(w.out, serde_json::to_string(&text).unwrap());
-        for width in 0..=BUCKETS {
-            let mut w = Pretty::default();
-            w.number(percent(width));
-            assert_eq!(w.out, serde_json::to_string(&percent(width)).unwrap());
-        }
-    }
 
     #[test]
     fn layout_is_serde_json_pretty() {

@@ -59,7 +59,7 @@ fn strip_port(authority: &str) -> Option<&str> {
         // IPv6 literal: configured hosts are DNS names, so it can never match.
         return None;
     }
-    match crate::text::split_last(authority, b':') {
+    match authority.rsplit_once(':') {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => Some(host),
         Some(_) => None,
         None => Some(authority),

@@ -84,7 +84,8 @@ pub fn copy_headers(
         .map(|(name, value)| {
             let value = match (name.as_str(), authority) {
                 (":authority", Some(a)) => a.to_owned(),
-                _ => crate::text::lossy(value),
+                _ => String::from_utf8(value)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             };
             (name, value)
         })
@@ -98,7 +99,7 @@ pub fn copy_headers(
 /// Whether a declared `content-length` already rules the copy out.
 pub fn declared_too_large(content_length: Option<&str>, max_body: usize) -> bool {
     content_length
-        .and_then(|v| crate::text::digits(v.trim()))
+        .and_then(|v| v.trim().parse::<u64>().ok())
         .is_some_and(|n| n > max_body as u64)
 }
 

@@ -16,7 +16,6 @@ use crate::health::{HealthCheck, Outlier, RatePolicy};
 use crate::route::authority::{host_part, is_lowercase, lowercase_into, KeyBuf, KEY_CAPACITY};
 use crate::route::rng::Rng;
 use crate::route::split::{cookie_value, sticky_bucket, Split};
-use crate::strhash::StrHash;
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-canary-cluster";
 pub const DEFAULT_REVISION_HEADER: &str = "x-canary-revision";
@@ -36,9 +35,9 @@ pub struct Router {
     /// Per-revision Envoy stats (costs a `:status` read per routed response).
     pub(crate) metrics: bool,
     /// Every authority the filter answers, plain and tagged, lowercased without port.
-    pub(crate) hosts: HashMap<Box<str>, HostRoute, StrHash>,
+    pub(crate) hosts: HashMap<Box<str>, HostRoute>,
     /// Model name -> service, for requests whose host no service has.
-    pub(crate) models: HashMap<Box<str>, HostRoute, StrHash>,
+    pub(crate) models: HashMap<Box<str>, HostRoute>,
     pub(crate) services: Vec<Service>,
 }
 

@@ -1,22 +1,20 @@
 //! The model name in a KServe inference path, for model-path routing: one shared gateway
 //! host in front of many InferenceServices. Paths are only read, never rewritten.
 
-use crate::text::{split_first, split_last};
-
 /// The model of `/v1/models/<m>:predict` or `:explain`, or of `/v2/models/<m>` with an
 /// optional `/versions/<v>` and `/infer` or `/ready` (none: metadata). Query strings are
 /// ignored; anything else is `None`.
 pub fn model_from_path(path: &str) -> Option<&str> {
     let path = path.split(['?', '#']).next().unwrap_or_default();
     if let Some(rest) = path.strip_prefix("/v1/models/") {
-        let (model, verb) = split_last(rest, b':')?;
+        let (model, verb) = rest.rsplit_once(':')?;
         return (matches!(verb, "predict" | "explain") && valid(model)).then_some(model);
     }
     let rest = path.strip_prefix("/v2/models/")?;
-    let (model, tail) = split_first(rest, b'/').unwrap_or((rest, ""));
+    let (model, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let tail = match tail.strip_prefix("versions/") {
         Some(versioned) => {
-            let (version, after) = split_first(versioned, b'/').unwrap_or((versioned, ""));
+            let (version, after) = versioned.split_once('/').unwrap_or((versioned, ""));
             if !valid(version) {
                 return None;
             }

@@ -2,7 +2,7 @@
 //! by wall-clock time since `startTime`, so every worker and every replica agree without
 //! talking to each other.
 
-use crate::text::digits;
+use crate::config::names::digits;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Steps {

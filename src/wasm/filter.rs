@@ -21,8 +21,6 @@ use crate::health::{
     cluster_id, decode_pair, encode_pair, fingerprint, may_take_lease, Counts, Ejections, Probe,
     Window,
 };
-use crate::numfmt::one_decimal;
-use crate::quoted::Quoted;
 use crate::route::mirror::{self, Capture, Outbox, Skip, Ticket};
 use crate::route::rng::Rng;
 use crate::route::{Choice, Outcome, Router};
@@ -50,7 +48,10 @@ proxy_wasm::main! {{
 /// replace what is not UTF-8 (nothing the filter matches contains U+FFFD by accident).
 fn header(map: MapType, name: &str) -> Option<String> {
     let bytes = hostcalls::get_map_value_bytes(map, name).ok()??;
-    Some(crate::text::lossy(bytes))
+    Some(
+        String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    )
 }
 
 /// The stat of a mirror metric, named after the revision the copies go to.
@@ -243,9 +244,9 @@ impl CanaryRoot {
                     });
                     if ejected {
                         warn!(
-                            "service {}: revision {} ejected for {} ms: {} errors in {} responses ({}%) over {} ms, above {}%",
-                            Quoted(&service.name), Quoted(revision.name()), outlier.ejection_ms, counts.errors, counts.total,
-                            one_decimal(100.0 * counts.rate()), outlier.rate.window_ms, one_decimal(100.0 * outlier.rate.max_error_rate)
+                            "service {:?}: revision {:?} ejected for {} ms: {} errors in {} responses ({:.1}%) over {} ms, above {:.1}%",
+                            service.name, revision.name(), outlier.ejection_ms, counts.errors, counts.total,
+                            100.0 * counts.rate(), outlier.rate.window_ms, 100.0 * outlier.rate.max_error_rate
                         );
                         self.stats.add(
                             revision_stat(&service.name, revision.name(), "ejections"),
@@ -286,9 +287,9 @@ impl CanaryRoot {
                     .get(canary.rolled)
                     .map_or("?", |r| r.name());
                 warn!(
-                    "service {}: canary {} rolled back, 100% to {}: {} errors in {} responses ({}%) over {} ms, above {}% (until the configuration changes)",
-                    Quoted(&service.name), Quoted(revision.name()), Quoted(stable), counts.errors, counts.total, one_decimal(100.0 * counts.rate()),
-                    policy.window_ms, one_decimal(100.0 * policy.max_error_rate)
+                    "service {:?}: canary {:?} rolled back, 100% to {:?}: {} errors in {} responses ({:.1}%) over {} ms, above {:.1}% (until the configuration changes)",
+                    service.name, revision.name(), stable, counts.errors, counts.total, 100.0 * counts.rate(),
+                    policy.window_ms, 100.0 * policy.max_error_rate
                 );
                 self.stats.add(service_stat(&service.name, "rollbacks"), 1);
             }
@@ -368,8 +369,8 @@ impl CanaryRoot {
                 "not ready"
             };
             info!(
-                "cluster {} is {state} ({} on {})",
-                Quoted(&c.name),
+                "cluster {:?} is {state} ({} on {})",
+                c.name,
                 if ok { "success" } else { "failure" },
                 check.path
             );
@@ -455,11 +456,11 @@ impl CanaryRoot {
                     (v.unwrap_or(&[0]) != flag).then(|| flag.to_vec())
                 });
                 if flipped && new.fail_open {
-                    warn!("service {}: no revision of its split is available; routing by the configured split (fail open)", Quoted(&s.name));
+                    warn!("service {:?}: no revision of its split is available; routing by the configured split (fail open)", s.name);
                 } else if flipped {
                     info!(
-                        "service {}: revisions available again; fail open ended",
-                        Quoted(&s.name)
+                        "service {:?}: revisions available again; fail open ended",
+                        s.name
                     );
                 }
             }
@@ -512,7 +513,7 @@ impl CanaryRoot {
         let status = (num_headers > 0)
             .then(|| header(MapType::HttpCallResponseHeaders, ":status"))
             .flatten()
-            .and_then(|s| crate::text::digits(&s));
+            .and_then(|s| s.parse::<u64>().ok());
         let metric = match status.map(|s| s / 100) {
             Some(2) => "mirror_responses_2xx",
             Some(3) => "mirror_responses_3xx",
@@ -929,8 +930,7 @@ impl HttpContext for CanaryHttp {
         }
         if let Some(slot) = self.slot.take() {
             let status = header(MapType::HttpResponseHeaders, ":status")
-                .and_then(|s| crate::text::digits(&s))
-                .and_then(|n| u16::try_from(n).ok())
+                .and_then(|s| s.parse::<u16>().ok())
                 .unwrap_or(0);
             self.counters.response(slot, status);
         }
