@@ -1,6 +1,6 @@
 """The Istio manifests users apply: valid against Istio's schemas, broken copies
 rejected, and their pluginConfig and VirtualService routes behave on real Envoy as the
-README says."""
+README and docs/istio.md say."""
 
 import collections
 import copy

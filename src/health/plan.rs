@@ -207,7 +207,7 @@ impl Counters {
 }
 
 /// Envoy stat names, chosen so that two tag-extraction regexes (`stats_tags` in
-/// envoy/envoy.yaml, and the README) turn them into
+/// envoy/envoy.yaml, and docs/health.md) turn them into
 /// `canary_router_<metric>{service="…",revision="…"}` in Prometheus.
 pub fn revision_stat(service: &str, revision: &str, metric: &str) -> String {
     format!("canary_router.service.{service}.revision.{revision}.{metric}")
