@@ -128,25 +128,25 @@ HOSTCALLS = {
     14: "wasi:random_get",
 }
 
+# Issue #12's budgets: the filter's own work stays within 2% of the floor that makes
+# exactly its host calls (c2 for d, c3 for e); 10,000 services cost nothing per request.
 TARGETS = [  # label, numerator, denominator, limit
-    ("d / c1 instructions", "d", "c1", 1.05),
-    ("e / c1 instructions", "e", "c1", 1.15),
+    ("d / c2 instructions (filter's own overhead over its mandatory host calls)", "d", "c2", 1.02),
+    ("e / c3 instructions (filter's own overhead over its mandatory host calls)", "e", "c3", 1.02),
     ("f / d instructions", "f", "d", 1.02),
 ]
-# Not targets: how far the targets sit from the floors (c2, c3: only the host calls d
-# and e make), shown in the targets table after the target they explain.
+# Not targets: where d, e and their floors sit against c1 (the least a cluster-picking
+# wasm filter must do), shown after the target they explain.
 INFO = {  # after this target: label, numerator, denominator
-    "d / c1 instructions": [("c2 / c1 instructions (floor of d)", "c2", "c1"),
-                            ("d / c2 instructions (filter's own overhead over its mandatory host calls)",
-                             "d", "c2")],
-    "e / c1 instructions": [("c3 / c1 instructions (floor of e)", "c3", "c1"),
-                            ("e / c3 instructions (filter's own overhead over its mandatory host calls)",
-                             "e", "c3")],
+    "d / c2 instructions (filter's own overhead over its mandatory host calls)": [
+        ("c2 / c1 instructions (floor of d)", "c2", "c1"), ("d / c1 instructions", "d", "c1")],
+    "e / c3 instructions (filter's own overhead over its mandatory host calls)": [
+        ("c3 / c1 instructions (floor of e)", "c3", "c1"), ("e / c1 instructions", "e", "c1")],
 }
 # Each floor variant and the variant whose host calls it makes.
 FLOORS = {"c2": "d", "c3": "e"}
-WASM_LIMIT_KIB = 200
-CONFIGURE_LIMIT_MS = 50.0
+WASM_LIMIT_KIB = 320
+CONFIGURE_LIMIT_MS = 100.0
 
 
 # --- Envoy configuration ------------------------------------------------------------
@@ -621,9 +621,10 @@ def configure_alone(workdir: Path, runs: int = CONFIGURE_RUNS) -> list[dict]:
             pass
         pid = envoy.proc.pid if envoy.proc else -1
         for m in re.finditer(r"^\[[^\]]*\]\[(\d+)\]\[\w+\]\[wasm\] .*?"
-                             r"configuration loaded in ([\d.]+) ms: (\d+) service", envoy.log(), re.M):
+                             r"configuration loaded in ([\d.]+) ms(?:, VM memory ([\d.]+) MiB)?: (\d+) service",
+                             envoy.log(), re.M):
             out.append({"ms": float(m.group(2)), "thread": "main" if int(m.group(1)) == pid else "worker",
-                        "services": int(m.group(3)), "run": run})
+                        "memory_mib": float(m.group(3) or "nan"), "services": int(m.group(4)), "run": run})
     if not out:
         raise SystemExit(f"no on_configure time in {workdir}/configure-*/envoy.log")
     return out
@@ -633,7 +634,7 @@ def configure_times(log: str, pid: int) -> dict[str, list[dict]]:
     """`configuration loaded in X ms` lines per variant, with the thread they ran in."""
     out: dict[str, list[dict]] = collections.defaultdict(list)
     for m in re.finditer(r"^\[[^\]]*\]\[(\d+)\]\[\w+\]\[wasm\] .*?wasm log (bench-\w+).*?"
-                         r"configuration loaded in ([\d.]+) ms: (\d+) service", log, re.M):
+                         r"configuration loaded in ([\d.]+) ms(?:, VM memory [\d.]+ MiB)?: (\d+) service", log, re.M):
         tid, name, ms, services = int(m.group(1)), m.group(2), float(m.group(3)), int(m.group(4))
         out[name.removeprefix("bench-")].append(
             {"ms": ms, "thread": "main" if tid == pid else "worker", "services": services})
@@ -881,6 +882,10 @@ def main():
     rows.append((f"on_configure, {SERVICES_F:,} services: slowest of {len(conf)} loads "
                  f"(median {conf_median:.1f} ms; Envoy with f alone, {CONFIGURE_RUNS} starts)",
                  f"≤ {CONFIGURE_LIMIT_MS:.0f} ms", f"{conf_max:.1f} ms", conf_max <= CONFIGURE_LIMIT_MS))
+    memory = [c["memory_mib"] for c in conf if c["thread"] == "worker"] or [c["memory_mib"] for c in conf]
+    rows.append((f"VM memory after loading {SERVICES_F:,} services (the worker VM's linear memory, "
+                 "a high-water mark; 10.2 MB before serde)", "reported",
+                 f"{max(memory):.1f} MiB ({max(memory) * 1.048576:.1f} MB)", None))
     lines += ["", "| target | limit | measured | |", "|---|---|---:|---|"]
     lines += [f"| {label} | {limit} | {value} | {'info' if ok is None else 'pass' if ok else '**MISS**'} |"
               for label, limit, value, ok in rows]

@@ -1,5 +1,5 @@
 """on_configure time of make bench's variant f (10,000 services) in real Envoy, without the
-rest of the benchmark (issue #6): bench.configure_alone, i.e. an Envoy with only f's
+rest of the benchmark: bench.configure_alone, i.e. an Envoy with only f's
 listener started RUNS times (default 3), and the time the filter logs (`configuration
 loaded in X ms`), once per VM (the main thread loads it twice, the worker once).
 
@@ -31,7 +31,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         loads = bench.configure_alone(Path(tmp), runs)
     for run in range(1, runs + 1):
-        print(f"run {run}: " + ", ".join(f"{c['ms']:.1f} ms ({c['thread']})"
+        print(f"run {run}: " + ", ".join(f"{c['ms']:.1f} ms ({c['thread']}, VM memory {c['memory_mib']:.1f} MiB)"
                                          for c in loads if c["run"] == run), flush=True)
     times = sorted(c["ms"] for c in loads)
     print(f"on_configure, {bench.SERVICES_F:,} services: max {times[-1]:.1f} ms, "

@@ -652,10 +652,12 @@ impl RootContext for CanaryRoot {
         if self.plan.active {
             self.refresh(now_ms());
         }
-        // The time is part of the line so that the benchmark can read it.
+        // The time and the VM's memory (wasm memory only grows: this is the high-water
+        // mark) are part of the line so that operators and the benchmark can read them.
         let elapsed = now_us().saturating_sub(started);
+        let memory = core::arch::wasm32::memory_size::<0>() as f64 * 65536.0 / 1048576.0;
         info!(
-            "configuration loaded in {}.{:03} ms: {}",
+            "configuration loaded in {}.{:03} ms, VM memory {memory:.1} MiB: {}",
             elapsed / 1000,
             elapsed % 1000,
             self.router.summary()
