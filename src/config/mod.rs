@@ -422,15 +422,7 @@ fn compile_service(
 /// A host `names::checked_host` accepted, as the host table keys it: without its
 /// trailing dot, in lowercase.
 fn host_key(host: &str) -> String {
-    let name = match host.as_bytes().last() {
-        Some(b'.') => host.get(..host.len() - 1).unwrap_or(host),
-        _ => host,
-    };
-    // Usually written in lowercase: checked eight bytes at a time, then copied.
-    if crate::route::authority::is_lowercase(name) {
-        return name.to_owned();
-    }
-    name.to_ascii_lowercase()
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
 fn compile_revisions(raw: &[RawRevision<'_>]) -> Result<Vec<Revision>, ErrorKind> {
