@@ -12,7 +12,9 @@ so a client can tell from the prediction which revision served it.
 
 `--faults FILE` lets a test or the demo make this revision misbehave, as a real model
 does: while FILE holds `internal`, `predict` raises (KServe answers REST 500, gRPC
-INTERNAL); while it holds `unready`, the model reports not ready (REST
+INTERNAL, trailers-only); `internal-trailers` does the same after the gRPC server has
+sent its response headers, so INTERNAL comes in real trailers (as from servers that send
+response metadata first); while it holds `unready`, the model reports not ready (REST
 `/v2/models/<name>/ready` and gRPC `ModelReady`). The file is read on every call.
 """
 
@@ -20,6 +22,7 @@ import argparse
 
 import grpc.aio
 import kserve
+from kserve.protocol.grpc import server as grpc_server
 from kserve.protocol.rest import server as rest_server
 from kserve.utils.utils import get_predict_input, get_predict_response
 from sklearn.datasets import load_iris
@@ -63,6 +66,19 @@ def fault() -> str:
         return ""
 
 
+class InferenceServicer(grpc_server.InferenceServicer):
+    """KServe's own servicer; under `internal-trailers` it sends the response headers
+    before the model fails, as servers that set response metadata early do."""
+
+    async def ModelInfer(self, request, context):
+        if fault() == "internal-trailers":
+            await context.send_initial_metadata((("x-model-kind", "iris"),))
+        return await super().ModelInfer(request, context)
+
+
+grpc_server.InferenceServicer = InferenceServicer
+
+
 class IrisModel(kserve.Model):
     def __init__(self, name: str, kind: str):
         super().__init__(name)
@@ -83,7 +99,7 @@ class IrisModel(kserve.Model):
         return self.ready and fault() != "unready"
 
     def predict(self, payload, headers=None, response_headers=None):
-        if fault() == "internal":
+        if fault() in ("internal", "internal-trailers"):
             raise RuntimeError("injected fault: this revision's model is failing")
         instances = get_predict_input(payload)
         result = self.model.predict(instances)

@@ -4,12 +4,15 @@ gRPC servers on (revision 00001: an SVC, 00002: a depth-1 tree; they answer
 h2c listener, and grpcio clients through KServe's own generated stubs."""
 
 import collections
+import re
+import time
 
 import grpc
 import pytest
 
 import grpc_client
 import stack
+from test_health import wait_for
 from test_routing import HOST, R1, R2, assert_binomial
 
 SAMPLE = [[7.7, 3.0, 6.1, 2.3]]
@@ -110,3 +113,103 @@ def test_a_client_never_picks_the_cluster_and_unknown_authorities_are_unimplemen
                           metadata=[("x-canary-cluster", "g2")])
     assert (r.code, r.details) == (grpc.StatusCode.UNIMPLEMENTED, "no canary route for this host\n"), r
     assert r.metadata(REVISION) is None
+
+
+def metrics(envoy, revision: str) -> dict[str, int]:
+    prom = stack.request(envoy.admin_port, "/stats/prometheus").body.decode()
+    return {m.group(1): int(m.group(2)) for m in re.finditer(
+        rf'^canary_router_([a-z0-9_]+){{service="sklearn-iris",revision="{revision}"}} (\d+)$', prom, re.M)}
+
+
+def wait_metrics(envoy, revision: str, expected: dict[str, int], timeout=5.0) -> dict[str, int]:
+    wait_for(lambda: all(metrics(envoy, revision).get(k) == v for k, v in expected.items()), timeout=timeout)
+    return metrics(envoy, revision)
+
+
+def test_metrics_count_grpc_outcomes_read_from_the_trailers(models, tmp_path):
+    with start(models, tmp_path, {"metrics": True, "services": [grpc_service(50)]}) as envoy:
+        s = grpc_client.stub(envoy.port, HOST)
+        seen = collections.Counter(grpc_client.infer(s, SAMPLE).initial[REVISION] for _ in range(100))
+        # A successful unary answer ends with grpc-status 0 in real trailers.
+        for revision in (R1, R2):
+            assert wait_metrics(envoy, revision, {"grpc_ok": seen[revision]}) == {
+                "requests": seen[revision], "responses_2xx": seen[revision], "grpc_ok": seen[revision]}
+        # NOT_FOUND (a model the server does not have) is the caller's error: in neither.
+        bad = grpc_client.infer(s, SAMPLE, metadata=[("traffic", "test")], model="no-such-model")
+        assert (bad.code, bad.trailing[REVISION]) == (grpc.StatusCode.NOT_FOUND, R2), bad
+        after = wait_metrics(envoy, R2, {"requests": seen[R2] + 1})
+        assert (after["grpc_ok"], after.get("grpc_errors", 0)) == (seen[R2], 0), after
+
+
+@pytest.mark.parametrize("fault", ["internal", "internal-trailers"])
+def test_a_canary_failing_with_internal_on_http_200_is_rolled_back(models, tmp_path, fault):
+    policy = {"autoRollback": {"maxErrorRate": 0.05, "minRequests": 20, "windowMs": 10000}}
+    with start(models, tmp_path, {"metrics": True, "services": [grpc_service(20, **policy)]}) as envoy:
+        models["g2"].fault(fault)
+        r = grpc_client.infer(grpc_client.stub(envoy.port, f"latest-{HOST}"), SAMPLE)
+        assert (r.code, r.details) == (grpc.StatusCode.INTERNAL, "Internal server error"), r
+        if fault == "internal-trailers":
+            # The server sent its headers first: the status came in real trailers.
+            assert r.initial.get("x-model-kind") == "iris" and r.initial[REVISION] == R2, r
+        else:
+            assert r.initial == {} and r.trailing[REVISION] == R2, r
+        with grpc_client.Load(envoy.port, HOST, SAMPLE, clients=4) as load:
+            assert wait_for(lambda: "rolled back, 100% to" in envoy.log(), timeout=10.0), envoy.log()[-3000:]
+            time.sleep(0.5)  # both workers' next refresh
+            rolled_at = time.time()
+            time.sleep(1.0)
+        after = [rec for rec in load.records if rec[0] > rolled_at]
+        assert after and {rec[2:5] for rec in after} == {("OK", R1, 2)}, collections.Counter(rec[2:4] for rec in after)
+        failed = [rec for rec in load.records if rec[2] != "OK"]
+        # Only canary calls failed, and few of them.
+        assert failed and {rec[2:4] for rec in failed} == {("INTERNAL", R2)}, collections.Counter(rec[2:4] for rec in failed)
+        assert len(failed) < 100, len(failed)
+        m = wait_metrics(envoy, R2, {"grpc_errors": len(failed) + 1})
+        # HTTP 200s on the wire, errors by their status.
+        assert m["responses_2xx"] >= m["grpc_errors"] and m.get("responses_5xx", 0) == 0, m
+        line = next(line for line in envoy.log().splitlines() if "rolled back" in line)
+        assert f'canary "{R2}" rolled back, 100% to "{R1}"' in line, line
+
+
+def test_a_refused_upstream_is_unavailable_and_ejected_and_local_replies_are_grpc(models, tmp_path):
+    svc = grpc_service(50, outlier={"maxErrorRate": 0.5, "minRequests": 20, "windowMs": 2000, "ejectionMs": 30000})
+    svc["revisions"][1]["cluster"] = "gdead"
+    with start(models, tmp_path, {"services": [svc]}, extra_clusters={"gdead": stack.free_port()}) as envoy:
+        s = grpc_client.stub(envoy.port, HOST)
+        codes = collections.Counter()
+        for _ in range(200):
+            r = grpc_client.infer(s, SAMPLE)
+            codes[(r.code.name, r.metadata(REVISION))] += 1
+        # Envoy answers a gRPC call it could not connect for with HTTP 200 and
+        # grpc-status 14: counted as errors, the revision is ejected.
+        assert codes[("UNAVAILABLE", R2)] > 0 and codes[("UNAVAILABLE", R2)] < 100, codes
+        assert wait_for(lambda: f'revision "{R2}" ejected' in envoy.log(), timeout=3.0)
+        time.sleep(0.5)
+        for _ in range(50):
+            r = grpc_client.infer(s, SAMPLE)
+            assert (r.code, r.initial[REVISION]) == (grpc.StatusCode.OK, R1), r
+        # A tag that names the ejected revision: the filter answers itself, and the client
+        # reads a gRPC UNAVAILABLE naming the revision (no trailing newline).
+        r = grpc_client.infer(grpc_client.stub(envoy.port, f"latest-{HOST}"), SAMPLE)
+        assert (r.code, r.details) == (grpc.StatusCode.UNAVAILABLE, f"revision {R2} of service sklearn-iris is ejected"), r
+        assert r.trailing[REVISION] == R2 and r.initial == {}, r
+        # HTTP clients still get the text body, newline included.
+        h = stack.request(envoy.port, "/", host=f"latest-{HOST}")
+        assert (h.status, h.body) == (503, f"revision {R2} of service sklearn-iris is ejected\n".encode()), h
+
+
+def test_unary_calls_are_mirrored_and_the_copies_counted_by_grpc_status(models, tmp_path):
+    svc = grpc_service(0, mirror={"revision": R2, "percent": 100})
+    with start(models, tmp_path, {"services": [svc]}) as envoy:
+        s = grpc_client.stub(envoy.port, HOST)
+        for _ in range(40):
+            r = grpc_client.infer(s, SAMPLE)
+            assert (r.code, r.initial[REVISION], r.predictions) == (grpc.StatusCode.OK, R1, [2]), r
+        # The copies reached the gRPC server (te: trailers kept, HTTP/2) and answered OK.
+        assert wait_metrics(envoy, R2, {"mirror_grpc_ok": 40}) == {
+            "mirror_requests": 40, "mirror_responses_2xx": 40, "mirror_grpc_ok": 40}
+        models["g2"].fault("internal")
+        for _ in range(10):
+            assert grpc_client.infer(s, SAMPLE).code == grpc.StatusCode.OK
+        m = wait_metrics(envoy, R2, {"mirror_grpc_errors": 10})
+        assert (m["mirror_requests"], m["mirror_responses_2xx"], m["mirror_grpc_ok"]) == (50, 50, 40), m

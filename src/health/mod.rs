@@ -2,6 +2,7 @@
 //! shared data (process-wide, shared by every worker). Time is passed in, in
 //! milliseconds of wall-clock time, so everything here is tested on the host.
 
+pub mod grpc_probe;
 pub mod plan;
 pub mod status;
 pub mod view;

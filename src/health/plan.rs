@@ -7,6 +7,7 @@ use std::cell::Cell;
 use hashbrown::HashMap;
 
 use crate::health::{Counts, HealthCheck};
+use crate::route::grpc::Outcome;
 use crate::route::{Router, Service};
 
 /// One cluster the health machinery looks after.
@@ -133,6 +134,10 @@ const NO_CLUSTER: usize = usize::MAX;
 
 /// Response classes counted per revision.
 pub const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+/// gRPC outcomes counted per revision, besides the HTTP class of the same responses (a
+/// failed gRPC call is an HTTP 200): calls that ended OK, and calls that ended with one
+/// of `grpcErrorCodes`. Other codes (the caller's errors) are in neither.
+pub const GRPC_OUTCOMES: [&str; 2] = ["grpc_ok", "grpc_errors"];
 
 /// Per-VM counters, one set per slot. Cells: the request path only adds.
 #[derive(Debug, Default)]
@@ -146,6 +151,8 @@ struct SlotCounters {
     /// 2xx, 3xx, 4xx, 5xx; anything else is not counted by class.
     classes: [Cell<u64>; 4],
     responses: Cell<u64>,
+    /// `GRPC_OUTCOMES`.
+    grpc: [Cell<u64>; 2],
 }
 
 /// What one slot did since the last flush.
@@ -154,6 +161,7 @@ pub struct SlotDelta {
     pub routed: u64,
     pub classes: [u64; 4],
     pub responses: u64,
+    pub grpc: [u64; 2],
 }
 
 impl SlotDelta {
@@ -161,12 +169,14 @@ impl SlotDelta {
         *self == SlotDelta::default()
     }
 
-    /// Window counts: every response, and 5xx (local 503s for resets and connect
-    /// failures included) as errors.
+    /// Window counts: every response, and as errors 5xx (local 503s for resets and
+    /// connect failures included) and failed gRPC calls (HTTP 200s, so never counted
+    /// twice). The status of a gRPC call that streams its answer comes with its trailers:
+    /// its error may land in a later flush than its response.
     pub fn counts(&self) -> Counts {
         Counts {
             total: self.responses,
-            errors: self.classes[3],
+            errors: self.classes[3] + self.grpc[1],
         }
     }
 }
@@ -193,6 +203,19 @@ impl Counters {
         }
     }
 
+    /// How a gRPC call answered by this slot's revision ended (its response was counted
+    /// by `response` already).
+    pub fn grpc(&self, slot: usize, outcome: Outcome) {
+        let index = match outcome {
+            Outcome::Ok => 0,
+            Outcome::Failed => 1,
+            Outcome::Other => return,
+        };
+        if let Some(c) = self.slots.get(slot).and_then(|s| s.grpc.get(index)) {
+            c.set(c.get() + 1);
+        }
+    }
+
     /// Takes every slot's counts since the last call.
     pub fn drain(&self) -> impl Iterator<Item = (usize, SlotDelta)> + '_ {
         self.slots.iter().enumerate().filter_map(|(i, s)| {
@@ -200,6 +223,7 @@ impl Counters {
                 routed: s.routed.take(),
                 classes: [0, 1, 2, 3].map(|c| s.classes.get(c).map_or(0, Cell::take)),
                 responses: s.responses.take(),
+                grpc: [0, 1].map(|c| s.grpc.get(c).map_or(0, Cell::take)),
             };
             (!delta.is_empty()).then_some((i, delta))
         })
@@ -291,7 +315,8 @@ mod tests {
                 SlotDelta {
                     routed: 1,
                     classes: [1, 0, 0, 1],
-                    responses: 3
+                    responses: 3,
+                    grpc: [0, 0],
                 }
             )]
         );
@@ -303,6 +328,29 @@ mod tests {
             }
         );
         assert_eq!(c.drain().count(), 0);
+    }
+
+    #[test]
+    fn failed_grpc_calls_are_errors_of_their_200s() {
+        let c = Counters::new(1);
+        for _ in 0..4 {
+            c.response(0, 200);
+        }
+        c.grpc(0, Outcome::Ok);
+        c.grpc(0, Outcome::Failed);
+        c.grpc(0, Outcome::Failed);
+        c.grpc(0, Outcome::Other);
+        c.response(0, 503);
+        c.grpc(7, Outcome::Failed);
+        let (_, delta) = c.drain().next().unwrap();
+        assert_eq!((delta.classes, delta.grpc), ([4, 0, 0, 1], [1, 2]));
+        assert_eq!(
+            delta.counts(),
+            Counts {
+                total: 5,
+                errors: 3
+            }
+        );
     }
 
     #[test]
