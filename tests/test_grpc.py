@@ -6,6 +6,7 @@ h2c listener, and grpcio clients through KServe's own generated stubs."""
 import collections
 import re
 import time
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -14,6 +15,7 @@ import grpc_client
 import stack
 from test_health import wait_for
 from test_routing import HOST, R1, R2, assert_binomial
+from test_shipped_config import local_copy
 
 SAMPLE = [[7.7, 3.0, 6.1, 2.3]]
 ANSWER = {2: R1, 1: R2}
@@ -213,3 +215,24 @@ def test_unary_calls_are_mirrored_and_the_copies_counted_by_grpc_status(models, 
             assert grpc_client.infer(s, SAMPLE).code == grpc.StatusCode.OK
         m = wait_metrics(envoy, R2, {"mirror_grpc_errors": 10})
         assert (m["mirror_requests"], m["mirror_responses_2xx"], m["mirror_grpc_ok"]) == (50, 50, 40), m
+
+
+def test_the_shipped_envoy_config_splits_grpc_calls(models, tmp_path):
+    # envoy/envoy.yaml as shipped, on loopback: its gRPC clusters on the model servers'
+    # gRPC ports, its REST ones on their REST ports.
+    ports = {"c1": models["g1"].port, "c2": models["g2"].port,
+             "g1": models["g1"].grpc_port, "g2": models["g2"].grpc_port}
+    cfg = local_copy({name: SimpleNamespace(port=port) for name, port in ports.items()})
+    with stack.Envoy(cfg, tmp_path) as envoy:
+        s = grpc_client.stub(envoy.port, "sklearn-iris-grpc.kserve-test.example.com")
+        n = 400
+        seen = collections.Counter()
+        for _ in range(n):
+            r = grpc_client.infer(s, SAMPLE)
+            assert r.code == grpc.StatusCode.OK and ANSWER[r.predictions[0]] == r.initial[REVISION], r
+            seen[r.initial[REVISION]] += 1
+        assert_binomial(seen[R2], n, 0.10)
+        # REST and gRPC share the listener.
+        r = stack.predict_v1(envoy.port, "sklearn-iris.kserve-test.example.com", SAMPLE,
+                             headers=[("traffic", "test")])
+        assert (r.status, r.json(), r.header(REVISION)) == (200, {"predictions": [1]}, R2), r
