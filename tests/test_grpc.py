@@ -13,6 +13,7 @@ import pytest
 
 import grpc_client
 import stack
+import test_istio
 from test_health import wait_for
 from test_routing import HOST, R1, R2, assert_binomial
 from test_shipped_config import local_copy
@@ -236,3 +237,29 @@ def test_the_shipped_envoy_config_splits_grpc_calls(models, tmp_path):
         r = stack.predict_v1(envoy.port, "sklearn-iris.kserve-test.example.com", SAMPLE,
                              headers=[("traffic", "test")])
         assert (r.status, r.json(), r.header(REVISION)) == (200, {"predictions": [1]}, R2), r
+
+
+def test_the_istio_grpc_manifests_route_grpc_calls_as_istio_would(models, tmp_path):
+    """istio/grpc.yaml's VirtualService and DestinationRules, and the WasmPlugin's gRPC
+    service, applied as Istio would apply them, in front of the real gRPC servers."""
+    manifests = test_istio.docs("grpc.yaml")
+    vs = next(d for d in manifests if d["kind"] == "VirtualService")
+    upgraded = {d["spec"]["host"] for d in manifests if d["kind"] == "DestinationRule"
+                and d["spec"]["trafficPolicy"]["connectionPool"]["http"]["h2UpgradePolicy"] == "UPGRADE"}
+    revisions = {f"sklearn-iris-grpc-predictor-0000{i}": models[f"g{i}"] for i in (1, 2)}
+    backends = {f"{r}.kserve-test.svc.cluster.local": m.grpc_port for r, m in revisions.items()}
+    assert upgraded == set(backends)
+    plugin = test_istio.plugin_json(test_istio.docs("wasmplugin.yaml")[0])
+    with stack.Envoy(test_istio.envoy_from_virtualservice(vs, plugin, backends, http2=upgraded), tmp_path) as envoy:
+        host = "sklearn-iris-grpc.kserve-test.example.com"
+        s = grpc_client.stub(envoy.port, host)
+        seen = collections.Counter()
+        n = 400
+        answer = {2: "sklearn-iris-grpc-predictor-00001", 1: "sklearn-iris-grpc-predictor-00002"}
+        for _ in range(n):
+            r = grpc_client.infer(s, SAMPLE)
+            assert r.code == grpc.StatusCode.OK and answer[r.predictions[0]] == r.initial[REVISION], r
+            seen[r.initial[REVISION]] += 1
+        assert_binomial(seen["sklearn-iris-grpc-predictor-00002"], n, 0.10)
+        r = grpc_client.infer(grpc_client.stub(envoy.port, f"latest-{host}"), SAMPLE)
+        assert (r.code, r.predictions) == (grpc.StatusCode.OK, [1]), r
