@@ -43,7 +43,7 @@ PYTEST_ARGS ?=
 FUZZ_TARGETS := config authority header_values decision
 FUZZ_SECONDS ?= 60
 
-.PHONY: all toolchain tools wasm opt image push push-args venv demo test lint unit integration fuzz fuzz-short fuzz-tools bench bench-tools bench-filters bench-rollback soak fmt clean
+.PHONY: all toolchain tools wasm opt image push push-args venv demo test lint unit integration fuzz fuzz-short fuzz-tools bench bench-grpc bench-grpc-filters bench-tools bench-filters bench-rollback soak fmt clean
 
 all: wasm
 
@@ -174,8 +174,20 @@ bench-filters: toolchain tools
 ## Cost per request on real Envoy (issue #6): instructions under callgrind, host calls,
 ## wrk rps and latency, .wasm size, on_configure time; prints and writes
 ## target/reports/bench.md. BENCH_PROFILE=1 keeps the callgrind dumps.
-bench: opt venv bench-tools bench-filters
+bench: opt venv bench-tools bench-filters bench-grpc-filters
 	$(PY) bench/bench.py
+	$(PY) bench/grpc_bench.py
+
+## The gRPC variant alone (issue #13): instructions per unary call, canary-router against
+## the floor filter, under callgrind; writes target/reports/bench-grpc.md. It also runs
+## canary-router built without proxy_on_response_trailers: what that export costs a call.
+bench-grpc: opt venv bench-tools bench-filters bench-grpc-filters
+	$(PY) bench/grpc_bench.py
+
+bench-grpc-filters: opt
+	@mkdir -p $(BENCH_TRIMMED)
+	@$(call trim_exports,$(WASM),$(BENCH_TRIMMED)/canary-router-no-trailers.trimmed.wasm,$(filter-out proxy_on_response_trailers,$(EXPORTS)))
+	@wasm-opt $(WASM_OPT_FLAGS) $(BENCH_TRIMMED)/canary-router-no-trailers.trimmed.wasm -o $(BENCH_TRIMMED)/canary-router-no-trailers.wasm
 
 fmt:
 	cargo fmt
