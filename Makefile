@@ -24,11 +24,13 @@ WASM_OPT_FLAGS := --flatten --rereloop --local-cse -Oz --low-memory-unused --con
 # on_response_body, on_log and on_done, which this filter leaves at their defaults.
 # proxy_on_response_trailers is the one exported per-response callback that not every
 # response pays for: Envoy calls it only for responses with trailers (gRPC answers).
+# proxy_on_grpc_receive and proxy_on_grpc_close answer the root context's gRPC probes.
 # tests/test_wasm_exports.py checks this list against the hooks src/wasm/filter.rs implements.
 EXPORTS := memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate \
 	proxy_on_configure proxy_on_context_create proxy_on_delete proxy_on_tick \
 	proxy_on_http_call_response proxy_on_request_headers proxy_on_request_body \
-	proxy_on_request_trailers proxy_on_response_headers proxy_on_response_trailers
+	proxy_on_request_trailers proxy_on_response_headers proxy_on_response_trailers \
+	proxy_on_grpc_receive proxy_on_grpc_close
 # $(call trim_exports,in.wasm,out.wasm,exports)
 define trim_exports
 	printf '%s\n' $(3) | awk 'BEGIN{printf "["} NR>1{printf ","} {printf "{\"name\":\"%s\",\"root\":true,\"export\":\"%s\"}", $$1, $$1} END{print "]"}' > $(2).graph

@@ -6,7 +6,7 @@ use std::cell::Cell;
 
 use hashbrown::HashMap;
 
-use crate::health::{Counts, HealthCheck};
+use crate::health::{grpc_probe, Counts, HealthCheck, ProbeKind};
 use crate::route::grpc::Outcome;
 use crate::route::{Router, Service};
 
@@ -16,10 +16,35 @@ pub struct ClusterPlan {
     /// Empty unless a service with a health policy sends to the cluster (only those
     /// read it): 10,000 services without policies copy no names.
     pub name: Box<str>,
-    /// Probe settings and `:authority` (from the first service that probes it).
-    pub probe: Option<Box<(HealthCheck, Box<str>)>>,
+    /// How it is probed (from the first service that probes it).
+    pub probe: Option<Box<ClusterProbe>>,
     /// Errors are counted in shared windows (an outlier or rollback policy covers it).
     pub windowed: bool,
+}
+
+/// One cluster's readiness probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterProbe {
+    pub check: HealthCheck,
+    /// `:authority` of the probe: the revision's `host`, or the service's first host.
+    pub authority: Box<str>,
+    /// For a gRPC probe, the target `dispatch_grpc_call` is given (cluster and
+    /// authority, see `grpc_probe::upstream`); `None` for HTTP probes.
+    pub grpc_target: Option<Box<str>>,
+}
+
+impl ClusterProbe {
+    fn new(check: HealthCheck, cluster: &str, authority: Box<str>) -> ClusterProbe {
+        let grpc_target = match check.probe {
+            ProbeKind::Grpc(_) => grpc_probe::upstream(cluster, &authority).map(Into::into),
+            ProbeKind::Http { .. } => None,
+        };
+        ClusterProbe {
+            check,
+            authority,
+            grpc_target,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -89,7 +114,7 @@ impl Plan {
                             .host
                             .clone()
                             .unwrap_or_else(|| service.probe_authority.clone());
-                        Box::new((h, authority))
+                        Box::new(ClusterProbe::new(h, revision.cluster(), authority))
                     });
                 }
                 let is_canary = service.canary.is_some_and(|k| k.ready == rev);
@@ -264,12 +289,19 @@ mod tests {
         assert_eq!(plan.slot_count(), 3);
         let c1 = &plan.clusters[0];
         assert_eq!(
-            c1.probe.as_deref().map(|(h, a)| (&*h.path, &**a)),
-            Some(("/v1/models/a", "a.com"))
+            c1.probe.as_deref().map(|p| (
+                p.check.probe.describe(),
+                &*p.authority,
+                p.grpc_target.is_none()
+            )),
+            Some(("/v1/models/a", "a.com", true))
         );
         assert!(!c1.windowed, "the stable revision has no policy");
         let c2 = &plan.clusters[1];
-        assert_eq!(c2.probe.as_deref().map(|(_, a)| &**a), Some("a2.internal"));
+        assert_eq!(
+            c2.probe.as_deref().map(|p| &*p.authority),
+            Some("a2.internal")
+        );
         assert!(c2.windowed, "the canary is watched for rollback");
         assert_eq!(plan.cluster_of_slot(plan.slot(1, 0).unwrap()), Some(0));
         let slots: Vec<_> = [
@@ -297,6 +329,38 @@ mod tests {
             (Some(0), Some((0, 0)))
         );
         assert!(!quiet.windowed(0));
+    }
+
+    #[test]
+    fn grpc_probes_carry_their_target() {
+        let cfg = json!({"services": [
+            {"name": "iris", "hosts": ["iris.com"],
+             "healthCheck": {"protocol": "grpc", "intervalMs": 200},
+             "revisions": [{"name": "i1", "cluster": "g1"}, {"name": "i2", "cluster": "g2", "host": "i2.internal"}],
+             "latestRolledoutRevision": "i1", "latestReadyRevision": "i2", "canaryTrafficPercent": 10}
+        ]});
+        let router = parse(cfg.to_string().as_bytes()).unwrap();
+        let plan = Plan::new(&router);
+        let probes: Vec<&ClusterProbe> = plan
+            .clusters
+            .iter()
+            .map(|c| c.probe.as_deref().unwrap())
+            .collect();
+        let ProbeKind::Grpc(g) = &probes[0].check.probe else {
+            panic!("{:?}", probes[0]);
+        };
+        assert_eq!(
+            (g.method, &*g.model),
+            (grpc_probe::ProbeMethod::ModelReady, "iris")
+        );
+        assert_eq!(
+            probes[0].grpc_target.as_deref(),
+            grpc_probe::upstream("g1", "iris.com").as_deref()
+        );
+        assert_eq!(
+            probes[1].grpc_target.as_deref(),
+            grpc_probe::upstream("g2", "i2.internal").as_deref()
+        );
     }
 
     #[test]

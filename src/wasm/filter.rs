@@ -19,7 +19,7 @@ use crate::health::status;
 use crate::health::view::{ClusterState, View};
 use crate::health::{
     cluster_id, decode_pair, encode_pair, fingerprint, may_take_lease, Counts, Ejections, Probe,
-    Window,
+    ProbeKind, Window,
 };
 use crate::route::grpc::{status_at, Outcome as GrpcOutcome, StatusAt};
 use crate::route::mirror::{self, Capture, Outbox, Skip, Ticket};
@@ -101,7 +101,8 @@ struct CanaryRoot {
     seen: Seen,
 }
 
-/// What a `dispatch_http_call` token stands for.
+/// What a `dispatch_http_call` or `dispatch_grpc_call` token stands for (Envoy draws
+/// the two kinds of tokens from disjoint sets).
 enum Call {
     /// A health probe of the cluster with this index.
     Probe(usize),
@@ -318,9 +319,10 @@ impl CanaryRoot {
         }
         let plan = Rc::clone(&self.plan);
         for (ci, cluster) in plan.clusters.iter().enumerate() {
-            let Some((check, authority)) = cluster.probe.as_deref() else {
+            let Some(probe) = cluster.probe.as_deref() else {
                 continue;
             };
+            let check = &probe.check;
             let due = self.next_probe.get(ci).copied().unwrap_or(0);
             // One probe per cluster in flight (a flag, not a scan of the calls: with
             // thousands of probed clusters that scan is quadratic per tick).
@@ -330,14 +332,23 @@ impl CanaryRoot {
             if let Some(next) = self.next_probe.get_mut(ci) {
                 *next = now + check.interval_ms;
             }
-            let headers = vec![
-                (":method", "GET"),
-                (":path", &*check.path),
-                (":authority", &**authority),
-                ("user-agent", "canary-router-probe"),
-            ];
             let timeout = Duration::from_millis(check.timeout_ms);
-            match self.dispatch_http_call(&cluster.name, headers, None, vec![], timeout) {
+            let sent = match &check.probe {
+                ProbeKind::Http { path } => {
+                    let headers = vec![
+                        (":method", "GET"),
+                        (":path", &**path),
+                        (":authority", &*probe.authority),
+                        ("user-agent", "canary-router-probe"),
+                    ];
+                    self.dispatch_http_call(&cluster.name, headers, None, vec![], timeout)
+                }
+                // Answered in on_grpc_call_response.
+                ProbeKind::Grpc(g) => {
+                    grpc::dispatch_probe(probe.grpc_target.as_deref(), g, timeout)
+                }
+            };
+            match sent {
                 Ok(token) => {
                     self.calls.insert(token, Call::Probe(ci));
                     if let Some(flag) = self.probing.get_mut(ci) {
@@ -354,7 +365,7 @@ impl CanaryRoot {
             .plan
             .clusters
             .get(cluster)
-            .and_then(|c| Some((c, c.probe.as_deref().map(|(h, _)| h)?)))
+            .and_then(|c| Some((c, &c.probe.as_deref()?.check)))
         else {
             return;
         };
@@ -377,7 +388,7 @@ impl CanaryRoot {
                 "cluster {:?} is {state} ({} on {})",
                 c.name,
                 if ok { "success" } else { "failure" },
-                check.path
+                check.probe.describe()
             );
         }
     }
@@ -604,6 +615,27 @@ impl Context for CanaryRoot {
         // No headers: timeout, reset or connect failure.
         let ok = num_headers > 0
             && header(MapType::HttpCallResponseHeaders, ":status").as_deref() == Some("200");
+        self.record_probe(cluster, ok);
+    }
+
+    // The answer to a gRPC probe (status 0: an answer in the receive buffer; else the
+    // call failed with that status: refused, timed out, unimplemented...).
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some(Call::Probe(cluster)) = self.calls.remove(&token_id) else {
+            return;
+        };
+        if let Some(flag) = self.probing.get_mut(cluster) {
+            *flag = false;
+        }
+        let method =
+            self.plan
+                .clusters
+                .get(cluster)
+                .and_then(|c| match &c.probe.as_deref()?.check.probe {
+                    ProbeKind::Grpc(g) => Some(g.method),
+                    ProbeKind::Http { .. } => None,
+                });
+        let ok = method.is_some_and(|m| grpc::probe_ready(m, status_code, response_size));
         self.record_probe(cluster, ok);
     }
 }
