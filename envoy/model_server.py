@@ -16,6 +16,10 @@ INTERNAL, trailers-only); `internal-trailers` does the same after the gRPC serve
 sent its response headers, so INTERNAL comes in real trailers (as from servers that send
 response metadata first); while it holds `unready`, the model reports not ready (REST
 `/v2/models/<name>/ready` and gRPC `ModelReady`). The file is read on every call.
+
+`--grpc_health` also serves the standard gRPC health service (`grpc.health.v1.Health`,
+from grpcio-health-checking) on the gRPC port, as Triton does and KServe does not:
+SERVING while the model is ready.
 """
 
 import argparse
@@ -77,6 +81,34 @@ class InferenceServicer(grpc_server.InferenceServicer):
 
 
 grpc_server.InferenceServicer = InferenceServicer
+GRPC_HEALTH = False
+
+
+def add_health(server) -> None:
+    """grpc.health.v1 for the whole server (service ""): SERVING while the model is ready.
+    Imported here: only --grpc_health needs grpcio-health-checking."""
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    class ModelHealth(health.aio.HealthServicer):
+        async def Check(self, request, context):
+            ready = fault() != "unready"
+            await self.set("", health_pb2.HealthCheckResponse.SERVING if ready
+                           else health_pb2.HealthCheckResponse.NOT_SERVING)
+            return await super().Check(request, context)
+
+    health_pb2_grpc.add_HealthServicer_to_server(ModelHealth(), server)
+
+
+_add_inference = grpc_server.grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server
+
+
+def _add_servicers(servicer, server):
+    _add_inference(servicer, server)
+    if GRPC_HEALTH:
+        add_health(server)
+
+
+grpc_server.grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server = _add_servicers
 
 
 class IrisModel(kserve.Model):
@@ -111,7 +143,9 @@ if __name__ == "__main__":
     parser.add_argument("--kind", choices=["svc", "tree"], required=True)
     parser.add_argument("--bind", default="127.0.0.1", help="address the REST and gRPC servers listen on")
     parser.add_argument("--faults", default=None, help="file that switches faults on (see above)")
+    parser.add_argument("--grpc_health", action="store_true", help="serve grpc.health.v1 too")
     args, _ = parser.parse_known_args()
     BIND_HOST = args.bind
     FAULTS = args.faults
+    GRPC_HEALTH = args.grpc_health
     kserve.ModelServer().start([IrisModel(args.model_name, args.kind)])

@@ -466,7 +466,8 @@ def stop_process(proc: subprocess.Popen | None, timeout: float = 5.0):
 
 class ModelServer:
     """A real KServe 0.21 model server (envoy/model_server.py) on a loopback port; with
-    `grpc`, also KServe's V2 gRPC server on a second one (`grpc_port`)."""
+    `grpc`, also KServe's V2 gRPC server on a second one (`grpc_port`), and the standard
+    gRPC health service there too."""
 
     def __init__(self, kind: str, workdir: Path, model_name: str = "sklearn-iris", grpc: bool = False):
         self.kind = kind
@@ -480,7 +481,7 @@ class ModelServer:
 
     def start(self) -> "ModelServer":
         self._log = open(self.log_path, "wb")
-        grpc = (["--grpc_port", str(self.grpc_port)] if self.grpc_port
+        grpc = (["--grpc_port", str(self.grpc_port), "--grpc_health"] if self.grpc_port
                 else ["--enable_grpc", "false"])
         self.proc = _spawn(
             [str(PYTHON), str(ROOT / "envoy" / "model_server.py"), "--kind", self.kind,

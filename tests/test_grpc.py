@@ -14,7 +14,7 @@ import pytest
 import grpc_client
 import stack
 import test_istio
-from test_health import wait_for
+from test_health import wait_for, wasm_lines
 from test_routing import HOST, R1, R2, assert_binomial
 from test_shipped_config import local_copy
 
@@ -263,3 +263,58 @@ def test_the_istio_grpc_manifests_route_grpc_calls_as_istio_would(models, tmp_pa
         assert_binomial(seen["sklearn-iris-grpc-predictor-00002"], n, 0.10)
         r = grpc_client.infer(grpc_client.stub(envoy.port, f"latest-{host}"), SAMPLE)
         assert (r.code, r.predictions) == (grpc.StatusCode.OK, [1]), r
+
+
+GRPC_PROBES = {"protocol": "grpc", "intervalMs": 200, "timeoutMs": 150, "unhealthyThreshold": 2,
+               "healthyThreshold": 2}
+
+
+def split_over_grpc(envoy, n=100, authority=HOST) -> collections.Counter:
+    s = grpc_client.stub(envoy.port, authority)
+    return collections.Counter(grpc_client.infer(s, SAMPLE).metadata(REVISION) for _ in range(n))
+
+
+@pytest.mark.parametrize("method", ["inference.GRPCInferenceService/ModelReady", "grpc.health.v1.Health/Check"])
+def test_grpc_probes_take_an_unready_revision_out_and_back(models, tmp_path, method):
+    probes = {**GRPC_PROBES, "grpcMethod": method}
+    with start(models, tmp_path, {"services": [grpc_service(50, healthCheck=probes)]}) as envoy:
+        assert set(split_over_grpc(envoy)) == {R1, R2}
+        models["g2"].fault("unready")
+        # Two failed probes at 200 ms, then every worker's next 100 ms refresh.
+        assert wait_for(lambda: split_over_grpc(envoy, 50) == {R1: 50}, timeout=3.0), "g2 still gets calls"
+        assert split_over_grpc(envoy, 200) == {R1: 200}
+        # A tag naming it: a gRPC UNAVAILABLE from the filter.
+        r = grpc_client.infer(grpc_client.stub(envoy.port, f"latest-{HOST}"), SAMPLE)
+        assert (r.code, r.details) == (grpc.StatusCode.UNAVAILABLE, f"revision {R2} of service sklearn-iris is not ready"), r
+        models["g2"].fault("")
+        assert wait_for(lambda: R2 in split_over_grpc(envoy, 50), timeout=3.0), "g2 never came back"
+        # Logged once per process, by the prober, naming the method.
+        assert len(wasm_lines(envoy, f'cluster "g2" is not ready (failure on {method})')) == 1, envoy.log()[-3000:]
+        assert len(wasm_lines(envoy, f'cluster "g2" is ready again (success on {method})')) == 1
+
+
+def test_grpc_probes_fail_on_a_refused_server_and_an_unknown_model(models, tmp_path):
+    iris = grpc_service(50, healthCheck=GRPC_PROBES)
+    iris["revisions"][1]["cluster"] = "gdead"  # refused: UNAVAILABLE
+    typo = {"name": "typo", "hosts": ["typo.example.com"], "revisions": [{"name": "typo-1", "cluster": "g2"}],
+            "healthCheck": {**GRPC_PROBES, "model": "no-such-model"}}  # NOT_FOUND
+    cfg = {"statusPath": "/status", "services": [iris, typo]}
+    with start(models, tmp_path, cfg, extra_clusters={"gdead": stack.free_port()}) as envoy:
+        for cluster in ("gdead", "g2"):
+            assert wait_for(lambda: f'cluster "{cluster}" is not ready' in envoy.log(), timeout=3.0), cluster  # noqa: B023
+        time.sleep(0.3)  # every worker's next refresh
+        services = stack.request(envoy.port, "/status", host="x").json()["services"]
+        ready = {r["name"]: r["ready"] for s in services for r in s["revisions"]}
+        assert ready == {R1: True, R2: False, "typo-1": False}, ready
+        assert split_over_grpc(envoy, 50) == {R1: 50}
+
+
+def test_server_ready_does_not_see_an_unready_model(models, tmp_path):
+    # KServe 0.21's ServerReady answers true whatever its model's state: why ModelReady
+    # is the default.
+    probes = {**GRPC_PROBES, "grpcMethod": "inference.GRPCInferenceService/ServerReady"}
+    with start(models, tmp_path, {"services": [grpc_service(50, healthCheck=probes)]}) as envoy:
+        models["g2"].fault("unready")
+        time.sleep(1.2)  # six probe intervals
+        assert "is not ready" not in envoy.log()
+        assert R2 in split_over_grpc(envoy, 50)
