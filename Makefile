@@ -22,11 +22,15 @@ WASM_OPT_FLAGS := --flatten --rereloop --local-cse -Oz --low-memory-unused --con
 # `wasm-metadce` (binaryen) drops every export but these, and with them the SDK code
 # behind the rest: 7.8 KB, and per request Envoy no longer calls into the VM for
 # on_response_body, on_log and on_done, which this filter leaves at their defaults.
+# proxy_on_response_trailers is the one exported per-response callback that not every
+# response pays for: Envoy calls it only for responses with trailers (gRPC answers).
+# proxy_on_grpc_receive and proxy_on_grpc_close answer the root context's gRPC probes.
 # tests/test_wasm_exports.py checks this list against the hooks src/wasm/filter.rs implements.
 EXPORTS := memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate \
 	proxy_on_configure proxy_on_context_create proxy_on_delete proxy_on_tick \
 	proxy_on_http_call_response proxy_on_request_headers proxy_on_request_body \
-	proxy_on_request_trailers proxy_on_response_headers
+	proxy_on_request_trailers proxy_on_response_headers proxy_on_response_trailers \
+	proxy_on_grpc_receive proxy_on_grpc_close
 # $(call trim_exports,in.wasm,out.wasm,exports)
 define trim_exports
 	printf '%s\n' $(3) | awk 'BEGIN{printf "["} NR>1{printf ","} {printf "{\"name\":\"%s\",\"root\":true,\"export\":\"%s\"}", $$1, $$1} END{print "]"}' > $(2).graph
@@ -41,7 +45,7 @@ PYTEST_ARGS ?=
 FUZZ_TARGETS := config authority header_values decision
 FUZZ_SECONDS ?= 60
 
-.PHONY: all toolchain tools wasm opt image push push-args venv demo test lint unit integration fuzz fuzz-short fuzz-tools bench bench-tools bench-filters bench-rollback soak fmt clean
+.PHONY: all toolchain tools wasm opt image push push-args venv demo test lint unit integration fuzz fuzz-short fuzz-tools bench bench-grpc bench-grpc-filters bench-tools bench-filters bench-rollback soak fmt clean
 
 all: wasm
 
@@ -172,8 +176,20 @@ bench-filters: toolchain tools
 ## Cost per request on real Envoy (issue #6): instructions under callgrind, host calls,
 ## wrk rps and latency, .wasm size, on_configure time; prints and writes
 ## target/reports/bench.md. BENCH_PROFILE=1 keeps the callgrind dumps.
-bench: opt venv bench-tools bench-filters
+bench: opt venv bench-tools bench-filters bench-grpc-filters
 	$(PY) bench/bench.py
+	$(PY) bench/grpc_bench.py
+
+## The gRPC variant alone (issue #13): instructions per unary call, canary-router against
+## the floor filter, under callgrind; writes target/reports/bench-grpc.md. It also runs
+## canary-router built without proxy_on_response_trailers: what that export costs a call.
+bench-grpc: opt venv bench-tools bench-filters bench-grpc-filters
+	$(PY) bench/grpc_bench.py
+
+bench-grpc-filters: opt
+	@mkdir -p $(BENCH_TRIMMED)
+	@$(call trim_exports,$(WASM),$(BENCH_TRIMMED)/canary-router-no-trailers.trimmed.wasm,$(filter-out proxy_on_response_trailers,$(EXPORTS)))
+	@wasm-opt $(WASM_OPT_FLAGS) $(BENCH_TRIMMED)/canary-router-no-trailers.trimmed.wasm -o $(BENCH_TRIMMED)/canary-router-no-trailers.wasm
 
 fmt:
 	cargo fmt

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Collection
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -307,13 +308,33 @@ def write_ecds(path: Path, plugin_config, version: str, wasm: Path = WASM, name:
     os.replace(tmp, path)
 
 
+# What makes a cluster speak HTTP/2 without TLS (h2c, prior knowledge) upstream, as gRPC
+# servers need: the same block as the gRPC clusters of envoy/envoy.yaml.
+HTTP2_UPSTREAM = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+    "explicit_http_config": {"http2_protocol_options": {}}}}
+
+
+def cluster(name: str, port: int, http2: bool = False) -> dict:
+    """A static cluster of one endpoint on 127.0.0.1; `http2` for gRPC upstreams."""
+    c = {"name": name, "type": "STATIC", "connect_timeout": "1s",
+         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+             {"endpoint": {"address": {"socket_address": {"address": LOOPBACK, "port_value": port}}}}]}]}}
+    if http2:
+        c["typed_extension_protocol_options"] = HTTP2_UPSTREAM
+    return c
+
+
 def envoy_config(listen_port: int, admin_port: int, plugin_config, clusters: dict[str, int],
                  cluster_header: str = "x-canary-cluster", fallback_cluster: str | None = None,
-                 wasm: Path = WASM, ecds_path: Path | None = None, route_timeout: str = "30s") -> dict:
+                 wasm: Path = WASM, ecds_path: Path | None = None, route_timeout: str = "30s",
+                 http2: Collection[str] = ()) -> dict:
     """A listener with the filter, a route on `cluster_header`, one cluster per revision
     (name -> port on 127.0.0.1) and, for requests the filter did not route, either a 404
     or `fallback_cluster`. With `ecds_path`, the filter comes from that ECDS file
-    (written with `plugin_config` unless it is None) instead of inline."""
+    (written with `plugin_config` unless it is None) instead of inline. The listener
+    takes HTTP/1.1 and h2c (gRPC clients); the clusters named in `http2` speak HTTP/2 to
+    their upstream (gRPC servers), the others HTTP/1.1."""
     if ecds_path is not None and plugin_config is not None:
         write_ecds(ecds_path, plugin_config, "0", wasm)
     canary_filter = ecds_filter(ecds_path) if ecds_path is not None else wasm_filter(plugin_config, wasm)
@@ -335,6 +356,9 @@ def envoy_config(listen_port: int, admin_port: int, plugin_config, clusters: dic
                         "@type": "type.googleapis.com/envoy.extensions.filters.network."
                                  "http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "ingress",
+                        # HTTP/1.1, and HTTP/2 without TLS (h2c prior knowledge, what gRPC
+                        # clients send on an insecure channel), told apart by the preface.
+                        "codec_type": "AUTO",
                         "route_config": {"name": "canary", "virtual_hosts": [{
                             "name": "all", "domains": ["*"],
                             "routes": [
@@ -352,13 +376,7 @@ def envoy_config(listen_port: int, admin_port: int, plugin_config, clusters: dic
                     },
                 }]}],
             }],
-            "clusters": [
-                {"name": name, "type": "STATIC", "connect_timeout": "1s",
-                 "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-                     {"endpoint": {"address": {"socket_address": {
-                         "address": LOOPBACK, "port_value": port}}}}]}]}}
-                for name, port in clusters.items()
-            ],
+            "clusters": [cluster(name, port, name in http2) for name, port in clusters.items()],
         },
     }
 
@@ -447,23 +465,37 @@ def stop_process(proc: subprocess.Popen | None, timeout: float = 5.0):
 
 
 class ModelServer:
-    """A real KServe 0.21 model server (envoy/model_server.py) on a loopback port."""
+    """A real KServe 0.21 model server (envoy/model_server.py) on a loopback port; with
+    `grpc`, also KServe's V2 gRPC server on a second one (`grpc_port`), and the standard
+    gRPC health service there too."""
 
-    def __init__(self, kind: str, workdir: Path, model_name: str = "sklearn-iris"):
+    def __init__(self, kind: str, workdir: Path, model_name: str = "sklearn-iris", grpc: bool = False):
         self.kind = kind
         self.model_name = model_name
         self.port = free_port()
+        self.grpc_port = free_port() if grpc else None
         self.log_path = Path(workdir) / f"model-{kind}-{self.port}.log"
+        # model_server.py reads it on every call: see `fault`.
+        self.faults_path = Path(workdir) / f"model-{kind}-{self.port}.faults"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "ModelServer":
         self._log = open(self.log_path, "wb")
+        grpc = (["--grpc_port", str(self.grpc_port), "--grpc_health"] if self.grpc_port
+                else ["--enable_grpc", "false"])
         self.proc = _spawn(
             [str(PYTHON), str(ROOT / "envoy" / "model_server.py"), "--kind", self.kind,
-             "--model_name", self.model_name, "--http_port", str(self.port),
-             "--enable_grpc", "false", "--enable_latency_logging", "false",
+             "--model_name", self.model_name, "--http_port", str(self.port), *grpc,
+             "--faults", str(self.faults_path), "--enable_latency_logging", "false",
              "--configure_logging", "false"], self._log)
         return self
+
+    def fault(self, what: str = "") -> None:
+        """`internal`: every prediction raises (REST 500, gRPC INTERNAL); `unready`: the
+        model reports not ready; "": healthy again. Takes effect on the next call."""
+        tmp = self.faults_path.with_suffix(".tmp")
+        tmp.write_text(what)
+        os.replace(tmp, self.faults_path)
 
     def wait_ready(self, timeout: float = 60.0) -> "ModelServer":
         try:

@@ -21,6 +21,7 @@ MODELS = {
     ("extensions.istio.io/v1alpha1", "WasmPlugin"): extensions.WasmPlugin,
     ("networking.istio.io/v1", "Gateway"): networking.Gateway,
     ("networking.istio.io/v1", "VirtualService"): networking.VirtualService,
+    ("networking.istio.io/v1", "DestinationRule"): networking.DestinationRule,
 }
 # Free-form by design (google.protobuf.Struct): not checked key by key.
 FREE_FORM = {"pluginConfig", "labels", "annotations", "matchLabels"}

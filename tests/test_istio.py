@@ -92,10 +92,12 @@ def plugin_json(wasmplugin: dict) -> str:
     return json.dumps(wasmplugin["spec"]["pluginConfig"], separators=(",", ":"))
 
 
-def envoy_from_virtualservice(vs: dict, plugin_config, backends: dict[str, int], ecds_path=None) -> dict:
+def envoy_from_virtualservice(vs: dict, plugin_config, backends: dict[str, int], ecds_path=None,
+                              http2=()) -> dict:
     """An Envoy config with the routes Istio generates from `vs` on the gateway: one
     virtual host for its hosts, a route per http entry (exact header match, authority
-    rewrite, destination cluster or direct response), a cluster per destination."""
+    rewrite, destination cluster or direct response), a cluster per destination (HTTP/2
+    for the hosts in `http2`, as a DestinationRule's h2UpgradePolicy makes them)."""
     routes = []
     for http in vs["spec"]["http"]:
         match = {"prefix": "/"}
@@ -110,7 +112,8 @@ def envoy_from_virtualservice(vs: dict, plugin_config, backends: dict[str, int],
             if "rewrite" in http:
                 action["route"]["host_rewrite_literal"] = http["rewrite"]["authority"]
         routes.append({"match": match, **action})
-    cfg = stack.envoy_config(stack.free_port(), stack.free_port(), plugin_config, backends, ecds_path=ecds_path)
+    cfg = stack.envoy_config(stack.free_port(), stack.free_port(), plugin_config, backends, ecds_path=ecds_path,
+                             http2=http2)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["route_config"]["virtual_hosts"] = [{
         "name": "gateway", "domains": [d for h in vs["spec"]["hosts"] for d in (h, f"{h}:*")], "routes": routes}]

@@ -15,6 +15,9 @@ HOST = "sklearn-iris.kserve-test.example.com"
 
 
 def local_copy(backends) -> dict:
+    """envoy.yaml on loopback: its REST clusters on `backends` c1 and c2 (name -> object
+    with a `port`), its gRPC clusters on `backends` g1 and g2 if given, else on ports
+    nothing listens on."""
     cfg = yaml.safe_load((ENVOY_DIR / "envoy.yaml").read_text())
     cfg["admin"]["address"]["socket_address"].update(address=stack.LOOPBACK, port_value=stack.free_port())
     listener = cfg["static_resources"]["listeners"][0]
@@ -22,10 +25,14 @@ def local_copy(backends) -> dict:
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     wasm = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
     wasm["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(stack.WASM)
-    for cluster, backend in zip(cfg["static_resources"]["clusters"], (backends["c1"], backends["c2"])):
+    ports = {"sklearn-iris-00001": backends["c1"].port, "sklearn-iris-00002": backends["c2"].port,
+             "sklearn-iris-00001-grpc": backends["g1"].port if "g1" in backends else stack.free_port(),
+             "sklearn-iris-00002-grpc": backends["g2"].port if "g2" in backends else stack.free_port()}
+    assert sorted(c["name"] for c in cfg["static_resources"]["clusters"]) == sorted(ports)
+    for cluster in cfg["static_resources"]["clusters"]:
         cluster["type"] = "STATIC"
         ep = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-        ep["address"]["socket_address"].update(address=stack.LOOPBACK, port_value=backend.port)
+        ep["address"]["socket_address"].update(address=stack.LOOPBACK, port_value=ports[cluster["name"]])
     return cfg
 
 

@@ -13,7 +13,9 @@ use hashbrown::{HashMap, HashSet};
 use serde_path_to_error::Segment;
 
 use crate::config::error::{ConfigError, ErrorKind};
-use crate::health::{HealthCheck, Outlier, RatePolicy, BUCKET_MS, MAX_WINDOW_BUCKETS};
+use crate::health::grpc_probe::{self, GrpcProbe, ProbeMethod};
+use crate::health::{HealthCheck, Outlier, ProbeKind, RatePolicy, BUCKET_MS, MAX_WINDOW_BUCKETS};
+use crate::route::grpc::{ErrorCodes, MAX_CODE};
 use crate::route::mirror::{
     Mirror, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MS, MAX_BODY_BYTES_LIMIT,
 };
@@ -70,6 +72,7 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
     router.upstream_revision_header = raw.upstream_revision_header;
     router.status_path = top.status_path;
     router.metrics = raw.metrics.unwrap_or(false);
+    router.grpc_error_codes = top.grpc_error_codes;
     Ok(router)
 }
 
@@ -145,6 +148,7 @@ struct TopLevel {
     revision_header: String,
     tag_header: String,
     status_path: Option<Box<str>>,
+    grpc_error_codes: ErrorCodes,
 }
 
 fn top_level(raw: &RawConfig<'_>) -> Result<TopLevel, ConfigError> {
@@ -178,12 +182,45 @@ fn top_level(raw: &RawConfig<'_>) -> Result<TopLevel, ConfigError> {
         .as_deref()
         .map(|p| url_path("statusPath", p).map_err(ConfigError::top))
         .transpose()?;
+    let grpc_error_codes = match raw.grpc_error_codes.as_deref() {
+        Some(codes) => grpc_error_codes(codes).map_err(ConfigError::top)?,
+        None => ErrorCodes::default(),
+    };
     Ok(TopLevel {
         cluster_header,
         revision_header,
         tag_header,
         status_path,
+        grpc_error_codes,
     })
+}
+
+/// `grpcErrorCodes`: the gRPC statuses that count as a failure, replacing the default
+/// list. Each a code gRPC defines other than OK, once; an empty list counts none.
+fn grpc_error_codes(codes: &[i64]) -> Result<ErrorCodes, ErrorKind> {
+    let mut valid = Vec::with_capacity(codes.len());
+    for (i, &code) in codes.iter().enumerate() {
+        let field = || format!("grpcErrorCodes[{i}]");
+        let Some(code) = u32::try_from(code)
+            .ok()
+            .filter(|c| (1..=MAX_CODE).contains(c))
+        else {
+            return Err(ErrorKind::InvalidValue {
+                field: field(),
+                value: code.to_string(),
+                reason: "a gRPC status code in 1..16 (0, OK, is never a failure)",
+            });
+        };
+        if valid.contains(&code) {
+            return Err(ErrorKind::InvalidValue {
+                field: field(),
+                value: code.to_string(),
+                reason: "listed twice",
+            });
+        }
+        valid.push(code);
+    }
+    Ok(ErrorCodes::new(&valid))
 }
 
 fn header_field(field: &str, value: Option<&str>, default: &str) -> Result<String, ConfigError> {
@@ -319,7 +356,18 @@ fn compile_service(
         })?;
     }
 
-    let health_check = raw.health_check.as_deref().map(health_check).transpose()?;
+    let health_check = raw
+        .health_check
+        .as_deref()
+        .map(|h| health_check(h, &raw.name))
+        .transpose()?;
+    if let Some(HealthCheck {
+        probe: ProbeKind::Grpc(_),
+        ..
+    }) = &health_check
+    {
+        grpc_probe_targets(&revisions)?;
+    }
     let outlier = raw.outlier.as_deref().map(outlier).transpose()?;
     let auto_rollback = raw
         .auto_rollback
@@ -751,10 +799,18 @@ fn sticky(
     }
 }
 
-fn health_check(raw: &RawHealthCheck<'_>) -> Result<HealthCheck, ErrorKind> {
-    let path = match raw.path.as_deref() {
-        Some(p) => url_path("healthCheck.path", p)?,
-        None => "/v2/health/ready".into(),
+/// `service` is the service's name: ModelReady's model unless `model` names another.
+fn health_check(raw: &RawHealthCheck<'_>, service: &str) -> Result<HealthCheck, ErrorKind> {
+    let probe = match raw.protocol.as_deref() {
+        None | Some("http") => http_probe(raw)?,
+        Some("grpc") => grpc_probe(raw, service)?,
+        Some(other) => {
+            return Err(ErrorKind::InvalidValue {
+                field: "healthCheck.protocol".into(),
+                value: other.into(),
+                reason: "\"http\" (the default) or \"grpc\"",
+            })
+        }
     };
     let interval_ms = bounded(
         "healthCheck.intervalMs",
@@ -785,12 +841,90 @@ fn health_check(raw: &RawHealthCheck<'_>) -> Result<HealthCheck, ErrorKind> {
         100,
     )?;
     Ok(HealthCheck {
-        path,
+        probe,
         interval_ms,
         timeout_ms,
         unhealthy_threshold: u32::try_from(unhealthy).unwrap_or(100),
         healthy_threshold: u32::try_from(healthy).unwrap_or(100),
     })
+}
+
+/// `GET <path>` (protocol http): the gRPC fields have no say.
+fn http_probe(raw: &RawHealthCheck<'_>) -> Result<ProbeKind, ErrorKind> {
+    for (field, value) in [
+        ("healthCheck.grpcMethod", &raw.grpc_method),
+        ("healthCheck.model", &raw.model),
+    ] {
+        if let Some(value) = value {
+            return Err(ErrorKind::InvalidValue {
+                field: field.into(),
+                value: value.to_string(),
+                reason: "it applies to gRPC probes: set healthCheck.protocol to \"grpc\"",
+            });
+        }
+    }
+    let path = match raw.path.as_deref() {
+        Some(p) => url_path("healthCheck.path", p)?,
+        None => "/v2/health/ready".into(),
+    };
+    Ok(ProbeKind::Http { path })
+}
+
+/// A gRPC method (protocol grpc): ModelReady of the service's model unless told otherwise.
+fn grpc_probe(raw: &RawHealthCheck<'_>, service: &str) -> Result<ProbeKind, ErrorKind> {
+    if let Some(path) = &raw.path {
+        return Err(ErrorKind::InvalidValue {
+            field: "healthCheck.path".into(),
+            value: path.to_string(),
+            reason: "it applies to HTTP probes; a gRPC probe calls healthCheck.grpcMethod",
+        });
+    }
+    let method = match raw.grpc_method.as_deref() {
+        None => ProbeMethod::ModelReady,
+        Some(name) => ProbeMethod::parse(name).ok_or_else(|| ErrorKind::InvalidValue {
+            field: "healthCheck.grpcMethod".into(),
+            value: name.into(),
+            reason: "one of \"inference.GRPCInferenceService/ModelReady\" (the default), \
+                     \"inference.GRPCInferenceService/ServerReady\", \"grpc.health.v1.Health/Check\"",
+        })?,
+    };
+    let model = match raw.model.as_deref() {
+        Some(model) if method != ProbeMethod::ModelReady => {
+            return Err(ErrorKind::InvalidValue {
+                field: "healthCheck.model".into(),
+                value: model.into(),
+                reason: "only ModelReady asks about a model",
+            })
+        }
+        Some(model) if !model_path::valid(model) => return Err(ErrorKind::InvalidValue {
+            field: "healthCheck.model".into(),
+            value: model.into(),
+            reason:
+                "a model name starts with a letter or digit, then letters, digits, '-', '_', '.'",
+        }),
+        Some(model) => model,
+        None => service,
+    };
+    Ok(ProbeKind::Grpc(GrpcProbe {
+        method,
+        model: model.into(),
+    }))
+}
+
+/// Every revision's cluster must fit in the target `dispatch_grpc_call` is given (see
+/// `grpc_probe::upstream`).
+fn grpc_probe_targets(revisions: &[Revision]) -> Result<(), ErrorKind> {
+    for (i, revision) in revisions.iter().enumerate() {
+        if grpc_probe::upstream(revision.cluster(), "").is_none() {
+            return Err(ErrorKind::InvalidValue {
+                field: format!("revisions[{i}].cluster"),
+                value: revision.cluster().into(),
+                reason: "gRPC probes reach clusters of at most 125 bytes (the SDK passes Envoy \
+                         the target as text)",
+            });
+        }
+    }
+    Ok(())
 }
 
 fn outlier(raw: &RawOutlier) -> Result<Outlier, ErrorKind> {

@@ -101,6 +101,7 @@ pub(super) struct RawConfig<'a> {
     #[serde(borrow)]
     pub status_path: Option<Text<'a>>,
     pub metrics: Option<bool>,
+    pub grpc_error_codes: Option<Vec<i64>>,
     #[serde(borrow)]
     pub services: Vec<RawService<'a>>,
 }
@@ -179,7 +180,13 @@ pub(super) struct RawHeaderRoute<'a> {
 #[serde(remote = "Self", deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawHealthCheck<'a> {
     #[serde(borrow)]
+    pub protocol: Option<Text<'a>>,
+    #[serde(borrow)]
     pub path: Option<Text<'a>>,
+    #[serde(borrow)]
+    pub grpc_method: Option<Text<'a>>,
+    #[serde(borrow)]
+    pub model: Option<Text<'a>>,
     pub interval_ms: Option<u64>,
     pub timeout_ms: Option<u64>,
     pub unhealthy_threshold: Option<u64>,

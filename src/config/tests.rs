@@ -970,3 +970,180 @@ fn services_are_checked_against_the_whole_top_level() {
     assert!(err(&format!(r#"{{"services": [{good}, {twin}]}}"#)).contains("used twice"));
     assert!(err(&format!(r#"{{"services": [{twin}, {good}]}}"#)).contains("used twice"));
 }
+
+#[test]
+fn grpc_error_codes_replace_the_defaults() {
+    use crate::route::grpc::{ErrorCodes, DEFAULT_ERROR_CODES};
+    let codes = |r: &Router| r.grpc_error_codes().codes().collect::<Vec<_>>();
+    assert_eq!(codes(&load(&kserve_example())), DEFAULT_ERROR_CODES);
+    let mut v = kserve_example();
+    v["grpcErrorCodes"] = json!([14, 8, 16]);
+    assert_eq!(codes(&load(&v)), [8, 14, 16]);
+    // An empty list: no gRPC status is a failure (HTTP 5xx still are).
+    v["grpcErrorCodes"] = json!([]);
+    assert_eq!(load(&v).grpc_error_codes(), ErrorCodes::new(&[]));
+    for (codes, parts) in [
+        (
+            json!([13, 0]),
+            &["grpcErrorCodes[1]: \"0\" is invalid", "1..16", "OK"][..],
+        ),
+        (
+            json!([17]),
+            &["grpcErrorCodes[0]: \"17\" is invalid", "1..16"],
+        ),
+        (json!([-2]), &["grpcErrorCodes[0]: \"-2\" is invalid"]),
+        (
+            json!([13, 14, 13]),
+            &["grpcErrorCodes[2]: \"13\" is invalid: listed twice"],
+        ),
+        (
+            json!(["13"]),
+            &["grpcErrorCodes[0]", "invalid type: string"],
+        ),
+        (
+            json!([13.5]),
+            &["grpcErrorCodes[0]", "invalid type: floating point"],
+        ),
+        (
+            json!(13),
+            &[
+                "grpcErrorCodes",
+                "invalid type: integer `13`, expected a sequence",
+            ],
+        ),
+    ] {
+        v["grpcErrorCodes"] = codes;
+        let msg = reject(&v);
+        assert!(!msg.starts_with("service"), "a top-level field: {msg}");
+        assert_mentions(&msg, parts);
+    }
+}
+
+#[test]
+fn grpc_health_checks_ask_for_the_services_model() {
+    use crate::health::grpc_probe::{GrpcProbe, ProbeMethod};
+    use crate::health::ProbeKind;
+    let probe = |health: Value| {
+        let r = load(&with_service(|s| {
+            s.insert("healthCheck".into(), health);
+        }));
+        r.services()[0].health_check().map(|h| h.probe.clone())
+    };
+    let grpc = |method, model: &str| {
+        Some(ProbeKind::Grpc(GrpcProbe {
+            method,
+            model: model.into(),
+        }))
+    };
+    assert_eq!(
+        probe(json!({})),
+        Some(ProbeKind::Http {
+            path: "/v2/health/ready".into()
+        })
+    );
+    assert_eq!(
+        probe(json!({"protocol": "http", "path": "/v1/models/sklearn-iris"})),
+        Some(ProbeKind::Http {
+            path: "/v1/models/sklearn-iris".into()
+        })
+    );
+    // KServe's model is named after the InferenceService: the service's name.
+    assert_eq!(
+        probe(json!({"protocol": "grpc"})),
+        grpc(ProbeMethod::ModelReady, "sklearn-iris")
+    );
+    assert_eq!(
+        probe(json!({"protocol": "grpc", "model": "iris-v2", "intervalMs": 200})),
+        grpc(ProbeMethod::ModelReady, "iris-v2")
+    );
+    assert_eq!(
+        probe(
+            json!({"protocol": "grpc", "grpcMethod": "inference.GRPCInferenceService/ServerReady"})
+        ),
+        grpc(ProbeMethod::ServerReady, "sklearn-iris")
+    );
+    assert_eq!(
+        probe(json!({"protocol": "grpc", "grpcMethod": "grpc.health.v1.Health/Check"})),
+        grpc(ProbeMethod::HealthCheck, "sklearn-iris")
+    );
+}
+
+#[test]
+fn rejects_health_check_fields_of_the_other_protocol() {
+    let rejected = |health: Value| {
+        reject(&with_service(|s| {
+            s.insert("healthCheck".into(), health);
+        }))
+    };
+    for (health, parts) in [
+        (
+            json!({"protocol": "h2"}),
+            &[
+                "service \"sklearn-iris\": ",
+                "healthCheck.protocol: \"h2\" is invalid",
+                "\"grpc\"",
+            ][..],
+        ),
+        (
+            json!({"protocol": "grpc", "path": "/v2/health/ready"}),
+            &[
+                "healthCheck.path: \"/v2/health/ready\" is invalid",
+                "HTTP probes",
+            ],
+        ),
+        (
+            json!({"grpcMethod": "inference.GRPCInferenceService/ModelReady"}),
+            &[
+                "healthCheck.grpcMethod",
+                "set healthCheck.protocol to \"grpc\"",
+            ],
+        ),
+        (
+            json!({"protocol": "http", "model": "sklearn-iris"}),
+            &[
+                "healthCheck.model: \"sklearn-iris\" is invalid",
+                "gRPC probes",
+            ],
+        ),
+        (
+            json!({"protocol": "grpc", "grpcMethod": "inference.GRPCInferenceService/ModelInfer"}),
+            &[
+                "healthCheck.grpcMethod: \"inference.GRPCInferenceService/ModelInfer\" is invalid",
+                "grpc.health.v1.Health/Check",
+            ],
+        ),
+        (
+            json!({"protocol": "grpc", "grpcMethod": "grpc.health.v1.Health/Check", "model": "iris"}),
+            &["healthCheck.model: \"iris\" is invalid: only ModelReady"],
+        ),
+        (
+            json!({"protocol": "grpc", "model": "iris model"}),
+            &["healthCheck.model: \"iris model\" is invalid"],
+        ),
+        (
+            json!({"protocol": "grpc", "grpcMehod": "x"}),
+            &["healthCheck", "unknown field `grpcMehod`"],
+        ),
+    ] {
+        assert_mentions(&rejected(health), parts);
+    }
+}
+
+#[test]
+fn grpc_probes_need_cluster_names_their_target_can_carry() {
+    let with_cluster = |len: usize| {
+        with_service(|s| {
+            s.insert("healthCheck".into(), json!({"protocol": "grpc"}));
+            s["revisions"][1]["cluster"] = json!("c".repeat(len));
+        })
+    };
+    load(&with_cluster(125));
+    assert_mentions(
+        &reject(&with_cluster(126)),
+        &["revisions[1].cluster", "at most 125 bytes"],
+    );
+    // HTTP probes have no such limit.
+    let mut http = with_cluster(300);
+    http["services"][0]["healthCheck"] = json!({});
+    load(&http);
+}

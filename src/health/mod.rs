@@ -2,6 +2,7 @@
 //! shared data (process-wide, shared by every worker). Time is passed in, in
 //! milliseconds of wall-clock time, so everything here is tested on the host.
 
+pub mod grpc_probe;
 pub mod plan;
 pub mod status;
 pub mod view;
@@ -13,11 +14,30 @@ pub const MAX_WINDOW_BUCKETS: u64 = 60;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
-    pub path: Box<str>,
+    pub probe: ProbeKind,
     pub interval_ms: u64,
     pub timeout_ms: u64,
     pub unhealthy_threshold: u32,
     pub healthy_threshold: u32,
+}
+
+/// What a readiness probe asks (`healthCheck.protocol`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// `GET <path>`: ready on 200.
+    Http { path: Box<str> },
+    /// A gRPC method: ready when its answer says so.
+    Grpc(grpc_probe::GrpcProbe),
+}
+
+impl ProbeKind {
+    /// What a log line names the probe by: the path, or the gRPC method.
+    pub fn describe(&self) -> &str {
+        match self {
+            ProbeKind::Http { path } => path,
+            ProbeKind::Grpc(g) => g.method.full_name(),
+        }
+    }
 }
 
 /// A rate policy over a sliding window: passive ejection and automatic rollback.
@@ -362,7 +382,9 @@ mod tests {
 
     fn check(unhealthy: u32, healthy: u32) -> HealthCheck {
         HealthCheck {
-            path: "/v2/health/ready".into(),
+            probe: ProbeKind::Http {
+                path: "/v2/health/ready".into(),
+            },
             interval_ms: 1000,
             timeout_ms: 500,
             unhealthy_threshold: unhealthy,

@@ -6,7 +6,8 @@ use std::cell::Cell;
 
 use hashbrown::HashMap;
 
-use crate::health::{Counts, HealthCheck};
+use crate::health::{grpc_probe, Counts, HealthCheck, ProbeKind};
+use crate::route::grpc::Outcome;
 use crate::route::{Router, Service};
 
 /// One cluster the health machinery looks after.
@@ -15,10 +16,35 @@ pub struct ClusterPlan {
     /// Empty unless a service with a health policy sends to the cluster (only those
     /// read it): 10,000 services without policies copy no names.
     pub name: Box<str>,
-    /// Probe settings and `:authority` (from the first service that probes it).
-    pub probe: Option<Box<(HealthCheck, Box<str>)>>,
+    /// How it is probed (from the first service that probes it).
+    pub probe: Option<Box<ClusterProbe>>,
     /// Errors are counted in shared windows (an outlier or rollback policy covers it).
     pub windowed: bool,
+}
+
+/// One cluster's readiness probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterProbe {
+    pub check: HealthCheck,
+    /// `:authority` of the probe: the revision's `host`, or the service's first host.
+    pub authority: Box<str>,
+    /// For a gRPC probe, the target `dispatch_grpc_call` is given (cluster and
+    /// authority, see `grpc_probe::upstream`); `None` for HTTP probes.
+    pub grpc_target: Option<Box<str>>,
+}
+
+impl ClusterProbe {
+    fn new(check: HealthCheck, cluster: &str, authority: Box<str>) -> ClusterProbe {
+        let grpc_target = match check.probe {
+            ProbeKind::Grpc(_) => grpc_probe::upstream(cluster, &authority).map(Into::into),
+            ProbeKind::Http { .. } => None,
+        };
+        ClusterProbe {
+            check,
+            authority,
+            grpc_target,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -88,7 +114,7 @@ impl Plan {
                             .host
                             .clone()
                             .unwrap_or_else(|| service.probe_authority.clone());
-                        Box::new((h, authority))
+                        Box::new(ClusterProbe::new(h, revision.cluster(), authority))
                     });
                 }
                 let is_canary = service.canary.is_some_and(|k| k.ready == rev);
@@ -133,6 +159,10 @@ const NO_CLUSTER: usize = usize::MAX;
 
 /// Response classes counted per revision.
 pub const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+/// gRPC outcomes counted per revision, besides the HTTP class of the same responses (a
+/// failed gRPC call is an HTTP 200): calls that ended OK, and calls that ended with one
+/// of `grpcErrorCodes`. Other codes (the caller's errors) are in neither.
+pub const GRPC_OUTCOMES: [&str; 2] = ["grpc_ok", "grpc_errors"];
 
 /// Per-VM counters, one set per slot. Cells: the request path only adds.
 #[derive(Debug, Default)]
@@ -146,6 +176,8 @@ struct SlotCounters {
     /// 2xx, 3xx, 4xx, 5xx; anything else is not counted by class.
     classes: [Cell<u64>; 4],
     responses: Cell<u64>,
+    /// `GRPC_OUTCOMES`.
+    grpc: [Cell<u64>; 2],
 }
 
 /// What one slot did since the last flush.
@@ -154,6 +186,7 @@ pub struct SlotDelta {
     pub routed: u64,
     pub classes: [u64; 4],
     pub responses: u64,
+    pub grpc: [u64; 2],
 }
 
 impl SlotDelta {
@@ -161,12 +194,14 @@ impl SlotDelta {
         *self == SlotDelta::default()
     }
 
-    /// Window counts: every response, and 5xx (local 503s for resets and connect
-    /// failures included) as errors.
+    /// Window counts: every response, and as errors 5xx (local 503s for resets and
+    /// connect failures included) and failed gRPC calls (HTTP 200s, so never counted
+    /// twice). The status of a gRPC call that streams its answer comes with its trailers:
+    /// its error may land in a later flush than its response.
     pub fn counts(&self) -> Counts {
         Counts {
             total: self.responses,
-            errors: self.classes[3],
+            errors: self.classes[3] + self.grpc[1],
         }
     }
 }
@@ -193,6 +228,19 @@ impl Counters {
         }
     }
 
+    /// How a gRPC call answered by this slot's revision ended (its response was counted
+    /// by `response` already).
+    pub fn grpc(&self, slot: usize, outcome: Outcome) {
+        let index = match outcome {
+            Outcome::Ok => 0,
+            Outcome::Failed => 1,
+            Outcome::Other => return,
+        };
+        if let Some(c) = self.slots.get(slot).and_then(|s| s.grpc.get(index)) {
+            c.set(c.get() + 1);
+        }
+    }
+
     /// Takes every slot's counts since the last call.
     pub fn drain(&self) -> impl Iterator<Item = (usize, SlotDelta)> + '_ {
         self.slots.iter().enumerate().filter_map(|(i, s)| {
@@ -200,6 +248,7 @@ impl Counters {
                 routed: s.routed.take(),
                 classes: [0, 1, 2, 3].map(|c| s.classes.get(c).map_or(0, Cell::take)),
                 responses: s.responses.take(),
+                grpc: [0, 1].map(|c| s.grpc.get(c).map_or(0, Cell::take)),
             };
             (!delta.is_empty()).then_some((i, delta))
         })
@@ -240,12 +289,19 @@ mod tests {
         assert_eq!(plan.slot_count(), 3);
         let c1 = &plan.clusters[0];
         assert_eq!(
-            c1.probe.as_deref().map(|(h, a)| (&*h.path, &**a)),
-            Some(("/v1/models/a", "a.com"))
+            c1.probe.as_deref().map(|p| (
+                p.check.probe.describe(),
+                &*p.authority,
+                p.grpc_target.is_none()
+            )),
+            Some(("/v1/models/a", "a.com", true))
         );
         assert!(!c1.windowed, "the stable revision has no policy");
         let c2 = &plan.clusters[1];
-        assert_eq!(c2.probe.as_deref().map(|(_, a)| &**a), Some("a2.internal"));
+        assert_eq!(
+            c2.probe.as_deref().map(|p| &*p.authority),
+            Some("a2.internal")
+        );
         assert!(c2.windowed, "the canary is watched for rollback");
         assert_eq!(plan.cluster_of_slot(plan.slot(1, 0).unwrap()), Some(0));
         let slots: Vec<_> = [
@@ -276,6 +332,38 @@ mod tests {
     }
 
     #[test]
+    fn grpc_probes_carry_their_target() {
+        let cfg = json!({"services": [
+            {"name": "iris", "hosts": ["iris.com"],
+             "healthCheck": {"protocol": "grpc", "intervalMs": 200},
+             "revisions": [{"name": "i1", "cluster": "g1"}, {"name": "i2", "cluster": "g2", "host": "i2.internal"}],
+             "latestRolledoutRevision": "i1", "latestReadyRevision": "i2", "canaryTrafficPercent": 10}
+        ]});
+        let router = parse(cfg.to_string().as_bytes()).unwrap();
+        let plan = Plan::new(&router);
+        let probes: Vec<&ClusterProbe> = plan
+            .clusters
+            .iter()
+            .map(|c| c.probe.as_deref().unwrap())
+            .collect();
+        let ProbeKind::Grpc(g) = &probes[0].check.probe else {
+            panic!("{:?}", probes[0]);
+        };
+        assert_eq!(
+            (g.method, &*g.model),
+            (grpc_probe::ProbeMethod::ModelReady, "iris")
+        );
+        assert_eq!(
+            probes[0].grpc_target.as_deref(),
+            grpc_probe::upstream("g1", "iris.com").as_deref()
+        );
+        assert_eq!(
+            probes[1].grpc_target.as_deref(),
+            grpc_probe::upstream("g2", "i2.internal").as_deref()
+        );
+    }
+
+    #[test]
     fn counters_drain_once() {
         let c = Counters::new(2);
         c.routed(1);
@@ -291,7 +379,8 @@ mod tests {
                 SlotDelta {
                     routed: 1,
                     classes: [1, 0, 0, 1],
-                    responses: 3
+                    responses: 3,
+                    grpc: [0, 0],
                 }
             )]
         );
@@ -303,6 +392,29 @@ mod tests {
             }
         );
         assert_eq!(c.drain().count(), 0);
+    }
+
+    #[test]
+    fn failed_grpc_calls_are_errors_of_their_200s() {
+        let c = Counters::new(1);
+        for _ in 0..4 {
+            c.response(0, 200);
+        }
+        c.grpc(0, Outcome::Ok);
+        c.grpc(0, Outcome::Failed);
+        c.grpc(0, Outcome::Failed);
+        c.grpc(0, Outcome::Other);
+        c.response(0, 503);
+        c.grpc(7, Outcome::Failed);
+        let (_, delta) = c.drain().next().unwrap();
+        assert_eq!((delta.classes, delta.grpc), ([4, 0, 0, 1], [1, 2]));
+        assert_eq!(
+            delta.counts(),
+            Counts {
+                total: 5,
+                errors: 3
+            }
+        );
     }
 
     #[test]

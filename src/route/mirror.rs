@@ -56,17 +56,24 @@ impl Skip {
 
 /// Headers a copy never carries: hop-by-hop ones (RFC 9110 section 7.6.1), the framing
 /// Envoy works out for the call itself, and `expect` (the body is already complete).
-const NOT_COPIED: [&str; 9] = [
+/// `te` is hop-by-hop too, but see `kept_te`.
+const NOT_COPIED: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",
-    "te",
     "trailer",
     "transfer-encoding",
     "upgrade",
     "content-length",
     "expect",
 ];
+
+/// `te: trailers` is copied (the one `te` HTTP/2 allows, which Envoy forwards upstream
+/// too): gRPC servers refuse a call without it, with HTTP 200 and a gRPC error. Any other
+/// `te` is hop-by-hop and dropped.
+fn kept_te(value: &[u8]) -> bool {
+    value.eq_ignore_ascii_case(b"trailers")
+}
 
 /// The headers of a copy: the client's request as the filter received it, without the
 /// headers above and the filter's own (`own`), with `:authority` replaced when the mirror
@@ -80,7 +87,11 @@ pub fn copy_headers(
 ) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = headers
         .into_iter()
-        .filter(|(name, _)| !NOT_COPIED.contains(&name.as_str()) && !own.contains(&name.as_str()))
+        .filter(|(name, value)| {
+            !NOT_COPIED.contains(&name.as_str())
+                && !own.contains(&name.as_str())
+                && (name != "te" || kept_te(value))
+        })
         .map(|(name, value)| {
             let value = match (name.as_str(), authority) {
                 (":authority", Some(a)) => a.to_owned(),
@@ -287,6 +298,27 @@ mod tests {
         assert_eq!(out[5].1, "iris-shadow");
         let kept = copy_headers(h(&[(":authority", b"iris.example.com")]), &[], None, None);
         assert_eq!(kept[0].1, "iris.example.com");
+    }
+
+    #[test]
+    fn grpc_copies_keep_te_trailers() {
+        let grpc = h(&[
+            (":method", b"POST"),
+            (":path", b"/inference.GRPCInferenceService/ModelInfer"),
+            ("content-type", b"application/grpc"),
+            ("te", b"trailers"),
+            ("grpc-timeout", b"5S"),
+        ]);
+        let out = copy_headers(grpc, &[], None, None);
+        let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [":method", ":path", "content-type", "te", "grpc-timeout"]
+        );
+        let other = copy_headers(h(&[("te", b"gzip, trailers")]), &[], None, None);
+        assert!(other.is_empty(), "{other:?}");
+        let upper = copy_headers(h(&[("te", b"Trailers")]), &[], None, None);
+        assert_eq!(upper.len(), 1);
     }
 
     #[test]

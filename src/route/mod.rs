@@ -3,6 +3,7 @@
 //! stack-normalised key, decisions touch no JSON and allocate nothing of their own.
 
 pub mod authority;
+pub mod grpc;
 pub mod mirror;
 pub mod model_path;
 pub mod rng;
@@ -34,6 +35,8 @@ pub struct Router {
     pub(crate) status_path: Option<Box<str>>,
     /// Per-revision Envoy stats (costs a `:status` read per routed response).
     pub(crate) metrics: bool,
+    /// gRPC statuses that count as a failure of the revision that answered.
+    pub(crate) grpc_error_codes: crate::route::grpc::ErrorCodes,
     /// Every authority the filter answers, plain and tagged, lowercased without port.
     pub(crate) hosts: HashMap<Box<str>, HostRoute>,
     /// Model name -> service, for requests whose host no service has.
@@ -169,6 +172,7 @@ impl Default for Router {
             tag_routing: false,
             status_path: None,
             metrics: false,
+            grpc_error_codes: crate::route::grpc::ErrorCodes::default(),
             hosts: HashMap::default(),
             models: HashMap::default(),
             services: Vec::new(),
@@ -204,6 +208,10 @@ impl Router {
 
     pub fn metrics(&self) -> bool {
         self.metrics
+    }
+
+    pub fn grpc_error_codes(&self) -> crate::route::grpc::ErrorCodes {
+        self.grpc_error_codes
     }
 
     pub fn services(&self) -> &[Service] {

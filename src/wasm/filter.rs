@@ -14,16 +14,18 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::config;
-use crate::health::plan::{revision_stat, service_stat, Counters, Plan, CLASSES};
+use crate::health::plan::{revision_stat, service_stat, Counters, Plan, CLASSES, GRPC_OUTCOMES};
 use crate::health::status;
 use crate::health::view::{ClusterState, View};
 use crate::health::{
     cluster_id, decode_pair, encode_pair, fingerprint, may_take_lease, Counts, Ejections, Probe,
-    Window,
+    ProbeKind, Window,
 };
+use crate::route::grpc::{status_at, Outcome as GrpcOutcome, StatusAt};
 use crate::route::mirror::{self, Capture, Outbox, Skip, Ticket};
 use crate::route::rng::Rng;
 use crate::route::{Choice, Outcome, Router};
+use crate::wasm::grpc;
 use crate::wasm::shared::{self, now_ms, now_us, Stats, PREFIX};
 
 /// Health timer period: rollback and ejection decisions land within a few of these.
@@ -99,7 +101,8 @@ struct CanaryRoot {
     seen: Seen,
 }
 
-/// What a `dispatch_http_call` token stands for.
+/// What a `dispatch_http_call` or `dispatch_grpc_call` token stands for (Envoy draws
+/// the two kinds of tokens from disjoint sets).
 enum Call {
     /// A health probe of the cluster with this index.
     Probe(usize),
@@ -169,6 +172,9 @@ impl CanaryRoot {
                     for (class, n) in CLASSES.iter().zip(delta.classes) {
                         self.stats
                             .add(revision_stat(svc, rev, &format!("responses_{class}")), n);
+                    }
+                    for (outcome, n) in GRPC_OUTCOMES.iter().zip(delta.grpc) {
+                        self.stats.add(revision_stat(svc, rev, outcome), n);
                     }
                 }
             }
@@ -313,9 +319,10 @@ impl CanaryRoot {
         }
         let plan = Rc::clone(&self.plan);
         for (ci, cluster) in plan.clusters.iter().enumerate() {
-            let Some((check, authority)) = cluster.probe.as_deref() else {
+            let Some(probe) = cluster.probe.as_deref() else {
                 continue;
             };
+            let check = &probe.check;
             let due = self.next_probe.get(ci).copied().unwrap_or(0);
             // One probe per cluster in flight (a flag, not a scan of the calls: with
             // thousands of probed clusters that scan is quadratic per tick).
@@ -325,14 +332,23 @@ impl CanaryRoot {
             if let Some(next) = self.next_probe.get_mut(ci) {
                 *next = now + check.interval_ms;
             }
-            let headers = vec![
-                (":method", "GET"),
-                (":path", &*check.path),
-                (":authority", &**authority),
-                ("user-agent", "canary-router-probe"),
-            ];
             let timeout = Duration::from_millis(check.timeout_ms);
-            match self.dispatch_http_call(&cluster.name, headers, None, vec![], timeout) {
+            let sent = match &check.probe {
+                ProbeKind::Http { path } => {
+                    let headers = vec![
+                        (":method", "GET"),
+                        (":path", &**path),
+                        (":authority", &*probe.authority),
+                        ("user-agent", "canary-router-probe"),
+                    ];
+                    self.dispatch_http_call(&cluster.name, headers, None, vec![], timeout)
+                }
+                // Answered in on_grpc_call_response.
+                ProbeKind::Grpc(g) => {
+                    grpc::dispatch_probe(probe.grpc_target.as_deref(), g, timeout)
+                }
+            };
+            match sent {
                 Ok(token) => {
                     self.calls.insert(token, Call::Probe(ci));
                     if let Some(flag) = self.probing.get_mut(ci) {
@@ -349,7 +365,7 @@ impl CanaryRoot {
             .plan
             .clusters
             .get(cluster)
-            .and_then(|c| Some((c, c.probe.as_deref().map(|(h, _)| h)?)))
+            .and_then(|c| Some((c, &c.probe.as_deref()?.check)))
         else {
             return;
         };
@@ -372,7 +388,7 @@ impl CanaryRoot {
                 "cluster {:?} is {state} ({} on {})",
                 c.name,
                 if ok { "success" } else { "failure" },
-                check.path
+                check.probe.describe()
             );
         }
     }
@@ -508,8 +524,10 @@ impl CanaryRoot {
         }
     }
 
-    /// Counts the answer to a shadow copy (none: timeout, reset or connect failure).
-    fn shadow_answered(&mut self, service: usize, num_headers: usize) {
+    /// Counts the answer to a shadow copy (none: timeout, reset or connect failure): by
+    /// its HTTP class, and a gRPC copy answered 200 by its status too, as the metrics of
+    /// the request path count calls.
+    fn shadow_answered(&mut self, service: usize, num_headers: usize, num_trailers: usize) {
         let status = (num_headers > 0)
             .then(|| header(MapType::HttpCallResponseHeaders, ":status"))
             .flatten()
@@ -520,6 +538,18 @@ impl CanaryRoot {
             Some(4) => "mirror_responses_4xx",
             Some(5) => "mirror_responses_5xx",
             _ => "mirror_failures",
+        };
+        if let Some(stat) = mirror_stat(&self.router, service, metric) {
+            self.stats.add(stat, 1);
+        }
+        let outcome = (status == Some(200))
+            .then(|| grpc::call_status(num_trailers))
+            .flatten()
+            .map(|code| self.router.grpc_error_codes().outcome(code));
+        let metric = match outcome {
+            Some(GrpcOutcome::Ok) => "mirror_grpc_ok",
+            Some(GrpcOutcome::Failed) => "mirror_grpc_errors",
+            Some(GrpcOutcome::Other) | None => return,
         };
         if let Some(stat) = mirror_stat(&self.router, service, metric) {
             self.stats.add(stat, 1);
@@ -567,7 +597,7 @@ impl Context for CanaryRoot {
         token_id: u32,
         num_headers: usize,
         _body_size: usize,
-        _num_trailers: usize,
+        num_trailers: usize,
     ) {
         let cluster = match self.calls.remove(&token_id) {
             Some(Call::Probe(cluster)) => {
@@ -577,7 +607,7 @@ impl Context for CanaryRoot {
                 cluster
             }
             Some(Call::Shadow(service, _ticket)) => {
-                self.shadow_answered(service, num_headers);
+                self.shadow_answered(service, num_headers, num_trailers);
                 return;
             }
             None => return,
@@ -585,6 +615,27 @@ impl Context for CanaryRoot {
         // No headers: timeout, reset or connect failure.
         let ok = num_headers > 0
             && header(MapType::HttpCallResponseHeaders, ":status").as_deref() == Some("200");
+        self.record_probe(cluster, ok);
+    }
+
+    // The answer to a gRPC probe (status 0: an answer in the receive buffer; else the
+    // call failed with that status: refused, timed out, unimplemented...).
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some(Call::Probe(cluster)) = self.calls.remove(&token_id) else {
+            return;
+        };
+        if let Some(flag) = self.probing.get_mut(cluster) {
+            *flag = false;
+        }
+        let method =
+            self.plan
+                .clusters
+                .get(cluster)
+                .and_then(|c| match &c.probe.as_deref()?.check.probe {
+                    ProbeKind::Grpc(g) => Some(g.method),
+                    ProbeKind::Http { .. } => None,
+                });
+        let ok = method.is_some_and(|m| grpc::probe_ready(m, status_code, response_size));
         self.record_probe(cluster, ok);
     }
 }
@@ -690,6 +741,7 @@ impl RootContext for CanaryRoot {
             outbox: Rc::clone(&self.outbox),
             choice: None,
             slot: None,
+            trailers_slot: None,
             capture: None,
         }))
     }
@@ -709,6 +761,8 @@ struct CanaryHttp {
     choice: Option<Choice>,
     /// Counters of the routed revision, when its responses are counted.
     slot: Option<usize>,
+    /// Set while a counted 200 may still end with `grpc-status` in its trailers.
+    trailers_slot: Option<usize>,
     outbox: Rc<Outbox>,
     /// A shadow copy being taken while the request body passes.
     capture: Option<Capture>,
@@ -858,18 +912,12 @@ impl HttpContext for CanaryHttp {
                     .services()
                     .get(choice.service)
                     .map_or("", |s| s.name());
-                let body = format!(
+                let message = format!(
                     "revision {revision} of service {service} is {}\n",
                     reason.as_str()
                 );
-                self.send_http_response(
-                    503,
-                    vec![
-                        (router.revision_header(), revision),
-                        ("content-type", "text/plain"),
-                    ],
-                    Some(body.as_bytes()),
-                );
+                // +1 host call on this path: is it a gRPC call?
+                grpc::unavailable_reply(router.revision_header(), revision, &message);
                 return Action::Pause;
             }
             Some(Outcome::Routed(d)) => {
@@ -926,7 +974,9 @@ impl HttpContext for CanaryHttp {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    // Host calls: 1 to name the revision; for a counted response +1 (`:status`), and
+    // +1 (`grpc-status`) for a 200 that ends here (a trailers-only gRPC answer).
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if let Some(name) = self.choice.and_then(|c| self.router.revision_name(c)) {
             self.set_http_response_header(self.router.revision_header(), Some(name));
         }
@@ -935,6 +985,29 @@ impl HttpContext for CanaryHttp {
                 .and_then(|s| s.parse::<u16>().ok())
                 .unwrap_or(0);
             self.counters.response(slot, status);
+            match status_at(status, end_of_stream) {
+                StatusAt::Headers => {
+                    if let Some(code) = grpc::status_in(MapType::HttpResponseHeaders) {
+                        let outcome = self.router.grpc_error_codes().outcome(code);
+                        self.counters.grpc(slot, outcome);
+                    }
+                }
+                StatusAt::Trailers => self.trailers_slot = Some(slot),
+                StatusAt::Nowhere => {}
+            }
+        }
+        Action::Continue
+    }
+
+    // Envoy calls this for every response with trailers (every gRPC answer but the
+    // trailers-only ones), counted or not: one VM call. Host calls: 1 (`grpc-status`)
+    // for a counted response, none otherwise.
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let Some(slot) = self.trailers_slot.take() {
+            if let Some(code) = grpc::status_in(MapType::HttpResponseTrailers) {
+                let outcome = self.router.grpc_error_codes().outcome(code);
+                self.counters.grpc(slot, outcome);
+            }
         }
         Action::Continue
     }
