@@ -100,8 +100,8 @@ const RENDER_EXAMPLES: &str = "Examples:
   # With the image `make push` pushed, health checks for every service, and automatic
   # rollback for one
   canary-router render isvcs.json --image-from target/istio \\
---policy '{\"healthCheck\": {\"path\": \"/v2/health/ready\"}}' \\
---policy 'kserve-test/sklearn-iris={\"autoRollback\": {\"maxErrorRate\": 0.05}}'";
+    --policy '{\"healthCheck\": {\"path\": \"/v2/health/ready\"}}' \\
+    --policy 'kserve-test/sklearn-iris={\"autoRollback\": {\"maxErrorRate\": 0.05}}'";
 
 /// Check WasmPlugin manifests and plugin configurations with the filter's own compiler.
 ///

@@ -130,7 +130,9 @@ pub fn table(view: &View, wide: bool) -> Result<String, Error> {
     if wide {
         headers.extend(["CONFIGURED", "NOTREADY", "FAILOPEN"]);
     }
-    let mut tw = TabWriter::new(Vec::new()).minwidth(6).padding(3);
+    // kubectl's Go tabwriter (minwidth 6, padding 3) makes a column max(6, text + 3)
+    // wide; this one max(minwidth, text) + padding, so minwidth 3 gives the same.
+    let mut tw = TabWriter::new(Vec::new()).minwidth(3).padding(3);
     let mut rows = vec![headers.join("\t")];
     for s in &view.services {
         let out_of_rotation = |pick: fn(&RevisionView) -> bool| {
@@ -166,7 +168,12 @@ pub fn table(view: &View, wide: bool) -> Result<String, Error> {
         writeln!(tw, "{row}").map_err(|e| Error::Input(e.to_string()))?;
     }
     let bytes = tw.into_inner().map_err(|e| Error::Input(e.to_string()))?;
-    String::from_utf8(bytes).map_err(|e| Error::Input(e.to_string()))
+    let mut text = String::from_utf8(bytes).map_err(|e| Error::Input(e.to_string()))?;
+    // The writer joins lines with newlines and leaves the last one open.
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 fn title(b: bool) -> String {
@@ -250,8 +257,14 @@ mod tests {
         let latest_at = lines[0].find("LATEST ").unwrap();
         assert_eq!(&lines[2][latest_at..latest_at + 3], "100");
         assert!(lines[2].contains("<none>"));
-        // kubectl's spacing: three spaces between columns.
+        // kubectl's spacing: three spaces after the widest cell of a column.
         assert!(lines[0].starts_with("NAME           URL"), "{:?}", lines[0]);
+        assert!(
+            lines[0].contains(" READY   PREV   LATEST   PREVROLLEDOUTREVISION "),
+            "{:?}",
+            lines[0]
+        );
+        assert!(text.ends_with("False\n"), "{text:?}");
     }
 
     #[test]
