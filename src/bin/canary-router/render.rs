@@ -19,7 +19,7 @@ use std::io::Write;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::kserve::{InferenceService, Mode, TAG_ROUTING_ANNOTATION};
+use crate::kserve::{ComponentStatus, InferenceService, Mode, TAG_ROUTING_ANNOTATION};
 use crate::manifest;
 use crate::Error;
 
@@ -102,19 +102,15 @@ pub fn render(opts: &Options, input: &[u8]) -> Result<(String, Vec<String>), Err
             "--policy {unused}: no InferenceService of that name was read; not applied"
         ));
     }
-    let mut settings = Map::new();
+    let mut config = Vec::new();
     for fragment in &opts.config {
         let patch = json_object("--config", fragment)?;
         if patch.contains_key("services") {
             return Err(Error::Input("--config: services are rendered from the InferenceServices; a --config cannot set them".into()));
         }
-        let mut merged = Value::Object(std::mem::take(&mut settings));
-        json_patch::merge(&mut merged, &Value::Object(patch));
-        settings = match merged {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
+        config.push(patch);
     }
+    let settings = merged(&config);
     let cluster_header = settings
         .get("clusterHeader")
         .and_then(Value::as_str)
@@ -123,13 +119,11 @@ pub fn render(opts: &Options, input: &[u8]) -> Result<(String, Vec<String>), Err
 
     let services = mapped
         .iter()
-        .map(|m| {
-            Ok(ServiceConfig {
-                policies: policies.for_service(m)?,
-                ..m.service.clone()
-            })
+        .map(|m| ServiceConfig {
+            policies: policies.for_service(m),
+            ..m.service.clone()
         })
-        .collect::<Result<Vec<_>, Error>>()?;
+        .collect();
     let plugin_config = PluginConfig { settings, services };
     self_check(&plugin_config, &mapped)?;
 
@@ -368,6 +362,15 @@ impl Mapped {
     }
 }
 
+/// The revisions of the component that takes the InferenceService's traffic, in the
+/// filter's KServe form.
+struct Split {
+    revisions: Vec<String>,
+    rolled: Option<String>,
+    ready: String,
+    percent: Option<i64>,
+}
+
 /// `Ok(None)`: a state that routes nothing, with the reason in `notes`.
 fn map(isvc: &InferenceService, notes: &mut Vec<String>) -> Result<Option<Mapped>, String> {
     let id = isvc.id();
@@ -375,170 +378,83 @@ fn map(isvc: &InferenceService, notes: &mut Vec<String>) -> Result<Option<Mapped
         isvc.metadata.name.as_str(),
         isvc.metadata.namespace.as_str(),
     );
-    let note = |notes: &mut Vec<String>, text: String| {
-        notes.push(format!("inferenceservice {id}: {text}"))
-    };
+    let mut note = |text: String| notes.push(format!("inferenceservice {id}: {text}"));
     let mode = isvc.mode()?;
     if mode == Mode::ModelMesh {
-        note(notes, "skipped: ModelMesh serves its models through one shared Service, not per InferenceService".into());
+        note("skipped: ModelMesh serves its models through one shared Service, not per InferenceService".into());
         return Ok(None);
     }
     // KServe's ingress sends the InferenceService's host to the transformer when there is
     // one (it calls the predictor inside the cluster), else to the predictor.
-    let entry = if isvc.spec.transformer.is_some() {
-        "transformer"
-    } else {
-        "predictor"
+    let (entry, spec) = match &isvc.spec.transformer {
+        Some(t) => ("transformer", Some(t)),
+        None => ("predictor", isvc.spec.predictor.as_ref()),
     };
-    let spec = if entry == "transformer" {
-        &isvc.spec.transformer
-    } else {
-        &isvc.spec.predictor
-    };
-    let canary = spec.as_ref().and_then(|s| s.canary_traffic_percent);
+    let canary = spec.and_then(|s| s.canary_traffic_percent);
     if let Some(p) = canary.filter(|p| !(0..=100).contains(p)) {
         return Err(format!(
             "spec.{entry}.canaryTrafficPercent: {p} is outside 0..100"
         ));
     }
-    let not_ready = match isvc.condition("Ready") {
-        Some(c) if c.status != "True" => Some(format!(
-            "not Ready ({}{})",
-            c.reason.as_deref().unwrap_or("no reason given"),
-            c.message
+    let not_ready = isvc
+        .condition("Ready")
+        .filter(|c| c.status != "True")
+        .map(|c| {
+            let message = c
+                .message
                 .as_deref()
                 .map(|m| format!(": {m}"))
-                .unwrap_or_default()
-        )),
-        _ => None,
-    };
+                .unwrap_or_default();
+            format!(
+                "not Ready ({}{message})",
+                c.reason.as_deref().unwrap_or("no reason given")
+            )
+        });
     let Some(status) = isvc.status.components.get(entry) else {
-        note(notes, format!("skipped: no status.components.{entry} yet ({}): KServe routes nothing to it either", not_ready.as_deref().unwrap_or("no status")));
+        let why = not_ready.as_deref().unwrap_or("no status");
+        note(format!(
+            "skipped: no status.components.{entry} yet ({why}): KServe routes nothing to it either"
+        ));
         return Ok(None);
     };
-    let mut hosts = Vec::new();
-    for (field, url) in [
-        ("status.url", &isvc.status.url),
-        (&*format!("status.components.{entry}.url"), &status.url),
-    ] {
-        if let Some(host) = url
-            .as_deref()
-            .map(|u| external_host(u).map_err(|e| format!("{field}: {e}")))
-            .transpose()?
-            .flatten()
-        {
-            if !hosts.contains(&host) {
-                hosts.push(host);
-            }
-        }
-    }
+    let hosts = external_hosts(isvc, status, entry)?;
     if hosts.is_empty() {
         note(
-            notes,
             "skipped: no external URL (cluster-local only): the ingress gateway does not serve it"
                 .into(),
         );
         return Ok(None);
     }
-    let mut caveats = Vec::new();
+    let split = match mode {
+        Mode::Knative => {
+            let Some(split) = knative_split(status, canary, &mut note) else {
+                return Ok(None);
+            };
+            split
+        }
+        Mode::Raw | Mode::ModelMesh => raw_split(status, name, entry, canary, &mut note)?,
+    };
     if let Some(reason) = &not_ready {
-        caveats.push(format!(
+        note(format!(
             "{reason}; rendered from the revisions its status names"
         ));
     }
     if let Some(generation) = isvc.unreconciled_generation() {
-        caveats.push(format!(
+        note(format!(
             "KServe has not reconciled generation {generation} of its spec yet; its status may lag"
         ));
     }
-    let cluster_local = |service: &str| format!("{service}.{ns}.svc.cluster.local");
-    let (revisions, rolled, ready, percent) = match mode {
-        Mode::Knative => {
-            let Some(ready) = status.latest_ready_revision.clone() else {
-                note(
-                    notes,
-                    format!(
-                        "skipped: no ready revision yet{}: KServe routes nothing to it either",
-                        status
-                            .latest_created_revision
-                            .as_deref()
-                            .map(|r| format!(" ({r} created)"))
-                            .unwrap_or_default()
-                    ),
-                );
-                return Ok(None);
-            };
-            caveats.drain(..).for_each(|c| note(notes, c));
-            let rolled = status.latest_rolledout_revision.clone();
-            let split = match (canary, &rolled) {
-                (Some(p), Some(r)) if p < 100 && *r != ready => Some((r.clone(), p)),
-                (Some(p), None) => {
-                    note(notes, format!("canaryTrafficPercent {p} before the first rollout (no latestRolledoutRevision): 100% to {ready}, as KServe routes it"));
-                    None
-                }
-                _ => None,
-            };
-            if let Some(created) = status
-                .latest_created_revision
-                .as_ref()
-                .filter(|c| **c != ready)
-            {
-                note(notes, format!("latestCreatedRevision {created} is not ready: it gets no traffic until it is"));
-            }
-            compare_with_traffic(
-                status,
-                split.as_ref().map(|(r, p)| (r.as_str(), *p)),
-                &ready,
-                |t| note(notes, t),
-            );
-            match split {
-                Some((rolled, p)) => (
-                    vec![rolled.clone(), ready.clone()],
-                    Some(rolled),
-                    ready,
-                    Some(p),
-                ),
-                None => (vec![ready.clone()], None, ready, None),
-            }
-        }
-        Mode::Raw | Mode::ModelMesh => {
-            caveats.drain(..).for_each(|c| note(notes, c));
-            let service = status
-                .address
-                .as_ref()
-                .and_then(|a| a.url.as_deref())
-                .map(|u| {
-                    host_of(u).map_err(|e| format!("status.components.{entry}.address.url: {e}"))
-                })
-                .transpose()?
-                .and_then(|h| h.split('.').next().map(str::to_owned))
-                .unwrap_or_else(|| format!("{name}-{entry}"));
-            note(
-                notes,
-                format!(
-                    "RawDeployment: no revisions, so one revision: the {entry} Service {service}{}",
-                    if canary.is_some() {
-                        " (canaryTrafficPercent needs Knative revisions: ignored, as KServe ignores it)"
-                    } else {
-                        ""
-                    }
-                ),
-            );
-            (vec![service.clone()], None, service, None)
-        }
-    };
     if entry == "transformer" {
-        note(notes, "the transformer takes the split (KServe routes the InferenceService's host to it); it calls the predictor inside the cluster, where Knative splits the predictor's revisions".into());
+        note("the transformer takes the split (KServe routes the InferenceService's host to it); it calls the predictor inside the cluster, where Knative splits the predictor's revisions".into());
     }
+    let cluster_local = |service: &str| format!("{service}.{ns}.svc.cluster.local");
     let explainer = isvc.spec.explainer.as_ref().map(|_| {
         let service = format!("{name}-explainer");
-        let destination = match mode {
-            Mode::Knative => None,
-            _ => Some(cluster_local(&service)),
-        };
-        note(notes, format!(
+        note(format!(
             "`:explain` requests go to the explainer {service}, as KServe routes them; x-canary-revision on their responses names the {entry} revision the filter picked"
         ));
+        // Serverless: through Knative's local gateway, as KServe's own route does.
+        let destination = (mode != Mode::Knative).then(|| cluster_local(&service));
         (destination, cluster_local(&service))
     });
     let tag_routing = isvc.annotation(TAG_ROUTING_ANNOTATION) == Some("true");
@@ -557,7 +473,7 @@ fn map(isvc: &InferenceService, notes: &mut Vec<String>) -> Result<Option<Mapped
             })
             .collect();
         if !tagged.is_empty() {
-            note(notes, format!(
+            note(format!(
                 "status.traffic tags {} but {TAG_ROUTING_ANNOTATION} is not \"true\": no tag hosts are routed (annotate it to route latest- and prev-)",
                 tagged.join(", ")
             ));
@@ -566,20 +482,21 @@ fn map(isvc: &InferenceService, notes: &mut Vec<String>) -> Result<Option<Mapped
     Ok(Some(Mapped {
         isvc: name.to_owned(),
         namespace: ns.to_owned(),
-        backends: revisions.iter().map(|r| cluster_local(r)).collect(),
+        backends: split.revisions.iter().map(|r| cluster_local(r)).collect(),
         service: ServiceConfig {
             name: name.to_owned(),
             hosts,
-            revisions: revisions
+            revisions: split
+                .revisions
                 .iter()
                 .map(|r| Revision {
                     name: r.clone(),
                     cluster: format!("{r}.{ns}"),
                 })
                 .collect(),
-            latest_rolledout_revision: rolled,
-            latest_ready_revision: ready,
-            canary_traffic_percent: percent,
+            latest_rolledout_revision: split.rolled,
+            latest_ready_revision: split.ready,
+            canary_traffic_percent: split.percent,
             tag_routing,
             policies: Map::new(),
         },
@@ -587,12 +504,125 @@ fn map(isvc: &InferenceService, notes: &mut Vec<String>) -> Result<Option<Mapped
     }))
 }
 
+/// The hosts of `status.url` and the component's URL, in that order, without
+/// cluster-local ones.
+fn external_hosts(
+    isvc: &InferenceService,
+    status: &ComponentStatus,
+    entry: &str,
+) -> Result<Vec<String>, String> {
+    let mut hosts = Vec::new();
+    for (field, url) in [
+        ("status.url".to_owned(), &isvc.status.url),
+        (format!("status.components.{entry}.url"), &status.url),
+    ] {
+        let Some(url) = url else { continue };
+        if let Some(host) = external_host(url).map_err(|e| format!("{field}: {e}"))? {
+            if !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+    }
+    Ok(hosts)
+}
+
+/// KServe's rule over Knative revisions; `None` when no revision is ready yet.
+fn knative_split(
+    status: &ComponentStatus,
+    canary: Option<i64>,
+    note: &mut impl FnMut(String),
+) -> Option<Split> {
+    let Some(ready) = status.latest_ready_revision.clone() else {
+        let created = status
+            .latest_created_revision
+            .as_deref()
+            .map(|r| format!(" ({r} created)"))
+            .unwrap_or_default();
+        note(format!(
+            "skipped: no ready revision yet{created}: KServe routes nothing to it either"
+        ));
+        return None;
+    };
+    let rolled = status.latest_rolledout_revision.clone();
+    let live = match (canary, rolled) {
+        (Some(p), Some(r)) if p < 100 && r != ready => Some((r, p)),
+        (Some(p), None) => {
+            note(format!("canaryTrafficPercent {p} before the first rollout (no latestRolledoutRevision): 100% to {ready}, as KServe routes it"));
+            None
+        }
+        _ => None,
+    };
+    if let Some(created) = status
+        .latest_created_revision
+        .as_ref()
+        .filter(|c| **c != ready)
+    {
+        note(format!(
+            "latestCreatedRevision {created} is not ready: it gets no traffic until it is"
+        ));
+    }
+    compare_with_traffic(
+        status,
+        live.as_ref().map(|(r, p)| (r.as_str(), *p)),
+        &ready,
+        note,
+    );
+    Some(match live {
+        Some((rolled, p)) => Split {
+            revisions: vec![rolled.clone(), ready.clone()],
+            rolled: Some(rolled),
+            ready,
+            percent: Some(p),
+        },
+        None => Split {
+            revisions: vec![ready.clone()],
+            rolled: None,
+            ready,
+            percent: None,
+        },
+    })
+}
+
+/// A raw deployment has no revisions: its one revision is the component's Service.
+fn raw_split(
+    status: &ComponentStatus,
+    name: &str,
+    entry: &str,
+    canary: Option<i64>,
+    note: &mut impl FnMut(String),
+) -> Result<Split, String> {
+    let address = status.address.as_ref().and_then(|a| a.url.as_deref());
+    let service = match address {
+        Some(url) => host_of(url)
+            .map_err(|e| format!("status.components.{entry}.address.url: {e}"))?
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        None => format!("{name}-{entry}"),
+    };
+    let ignored = if canary.is_some() {
+        " (canaryTrafficPercent needs Knative revisions: ignored, as KServe ignores it)"
+    } else {
+        ""
+    };
+    note(format!(
+        "RawDeployment: no revisions, so one revision: the {entry} Service {service}{ignored}"
+    ));
+    Ok(Split {
+        revisions: vec![service.clone()],
+        rolled: None,
+        ready: service,
+        percent: None,
+    })
+}
+
 /// Knative's `traffic` is what the revisions get now; the spec is what KServe will set.
 fn compare_with_traffic(
-    status: &crate::kserve::ComponentStatus,
+    status: &ComponentStatus,
     split: Option<(&str, i64)>,
     ready: &str,
-    mut note: impl FnMut(String),
+    note: &mut impl FnMut(String),
 ) {
     if status.traffic.is_empty() {
         return;
@@ -698,24 +728,28 @@ impl Policies {
             .collect()
     }
 
-    /// RFC 7386 merge of every all-services fragment, then the service's own, in order.
-    fn for_service(&self, m: &Mapped) -> Result<Map<String, Value>, Error> {
-        let mut merged = Value::Object(Map::new());
+    /// Every all-services fragment, then the service's own, in order.
+    fn for_service(&self, m: &Mapped) -> Map<String, Value> {
         let named = self
             .named
             .iter()
             .filter(|(n, _)| Self::matches(n, m))
             .map(|(_, p)| p);
-        for patch in self.all.iter().chain(named) {
-            json_patch::merge(&mut merged, &Value::Object(patch.clone()));
-        }
-        match merged {
-            Value::Object(map) => Ok(map),
-            _ => Err(Error::Input(format!(
-                "--policy for {}: not an object",
-                m.isvc
-            ))),
-        }
+        merged(self.all.iter().chain(named))
+    }
+}
+
+/// The fragments merged in order into an empty object (RFC 7386: a later value wins,
+/// `null` removes the field).
+fn merged<'a>(patches: impl IntoIterator<Item = &'a Map<String, Value>>) -> Map<String, Value> {
+    let mut out = Value::Object(Map::new());
+    for patch in patches {
+        json_patch::merge(&mut out, &Value::Object(patch.clone()));
+    }
+    match out {
+        Value::Object(map) => map,
+        // Objects merged into an object stay one.
+        _ => Map::new(),
     }
 }
 
