@@ -665,9 +665,10 @@ fn host_of(url: &str) -> Result<String, String> {
     let uri: ureq::http::Uri = url
         .parse()
         .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    uri.host()
-        .map(str::to_ascii_lowercase)
-        .ok_or_else(|| format!("{url:?} has no host"))
+    match (uri.scheme(), uri.host()) {
+        (Some(_), Some(host)) => Ok(host.to_ascii_lowercase()),
+        _ => Err(format!("{url:?} is not a URL with a scheme and a host")),
+    }
 }
 
 /// Service names are the InferenceService names, which users know from `kubectl get
@@ -1047,4 +1048,95 @@ struct DirectResponse {
 #[derive(Serialize)]
 struct Body {
     string: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(policies: &[&str]) -> Options {
+        Options {
+            input: "-".into(),
+            namespace: "istio-system".into(),
+            name: "canary-router".into(),
+            image: None,
+            sha256: None,
+            image_from: None,
+            selector: Vec::new(),
+            gateway: None,
+            policies: policies.iter().map(|p| (*p).to_owned()).collect(),
+            config: Vec::new(),
+            local_gateway: "knative-local-gateway.istio-system.svc.cluster.local".into(),
+            output: Format::Json,
+        }
+    }
+
+    /// The canary fixture, also in namespace `team-b` (its URLs moved there too).
+    fn two_namespaces() -> Vec<u8> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cli/isvc/canary.json");
+        let one = std::fs::read_to_string(path).unwrap();
+        let other = one.replace("kserve-test", "team-b");
+        format!(r#"{{"apiVersion": "v1", "kind": "List", "items": [{one}, {other}]}}"#).into_bytes()
+    }
+
+    fn services(text: &str) -> Vec<Value> {
+        let list: Value = serde_json::from_str(text).unwrap();
+        list["items"][0]["spec"]["pluginConfig"]["services"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn a_name_in_two_namespaces_is_qualified_and_policies_pick_by_namespace() {
+        let opts = options(&[r#"team-b/sklearn-iris={"sticky": {"header": "x-user"}}"#]);
+        let (text, notes) = render(&opts, &two_namespaces()).unwrap();
+        let services = services(&text);
+        let names: Vec<&str> = services
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["sklearn-iris.kserve-test", "sklearn-iris.team-b"]);
+        assert!(services[0].get("sticky").is_none());
+        assert_eq!(services[1]["sticky"]["header"], "x-user");
+        assert_eq!(
+            services[1]["revisions"][0]["cluster"],
+            "sklearn-iris-predictor-00001.team-b"
+        );
+        assert!(notes.iter().all(|n| !n.contains("--policy")), "{notes:?}");
+    }
+
+    #[test]
+    fn a_plain_name_policy_applies_in_every_namespace() {
+        let opts = options(&[r#"sklearn-iris={"metrics": true}"#]);
+        // `metrics` is a top-level field: the filter refuses it in a service, and render
+        // says so before writing anything.
+        let Err(Error::Input(e)) = render(&opts, &two_namespaces()) else {
+            panic!("accepted")
+        };
+        assert!(
+            e.contains("configuration rejected: service \"sklearn-iris.kserve-test\""),
+            "{e}"
+        );
+        assert!(
+            e.starts_with("inferenceservice kserve-test/sklearn-iris: "),
+            "{e}"
+        );
+        let opts = options(&[r#"sklearn-iris={"split": "exact"}"#]);
+        let (text, _) = render(&opts, &two_namespaces()).unwrap();
+        assert!(services(&text).iter().all(|s| s["split"] == "exact"));
+    }
+
+    #[test]
+    fn hosts_leave_out_cluster_local_urls() {
+        assert_eq!(external_host("http://a.b.svc.cluster.local").unwrap(), None);
+        assert_eq!(external_host("http://a.b.svc").unwrap(), None);
+        assert_eq!(
+            external_host("http://Sklearn-Iris.kserve-test.example.com:8080/x")
+                .unwrap()
+                .as_deref(),
+            Some("sklearn-iris.kserve-test.example.com")
+        );
+        assert!(external_host("sklearn-iris").is_err());
+    }
 }
