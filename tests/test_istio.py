@@ -94,29 +94,42 @@ def plugin_json(wasmplugin: dict) -> str:
 
 def envoy_from_virtualservice(vs: dict, plugin_config, backends: dict[str, int], ecds_path=None,
                               http2=()) -> dict:
-    """An Envoy config with the routes Istio generates from `vs` on the gateway: one
-    virtual host for its hosts, a route per http entry (exact header match, authority
-    rewrite, destination cluster or direct response), a cluster per destination (HTTP/2
-    for the hosts in `http2`, as a DestinationRule's h2UpgradePolicy makes them)."""
-    routes = []
-    for http in vs["spec"]["http"]:
-        match = {"prefix": "/"}
-        for m in http.get("match", []):
-            match["headers"] = [{"name": name, "string_match": {"exact": rule["exact"]}}
-                                for name, rule in m["headers"].items()]
-        if "directResponse" in http:
-            action = {"direct_response": {"status": http["directResponse"]["status"],
-                                          "body": {"inline_string": http["directResponse"]["body"]["string"]}}}
-        else:
-            action = {"route": {"cluster": http["route"][0]["destination"]["host"]}}
-            if "rewrite" in http:
-                action["route"]["host_rewrite_literal"] = http["rewrite"]["authority"]
-        routes.append({"match": match, **action})
+    """An Envoy config with the routes Istio generates from `vs` on the gateway."""
+    return envoy_from_virtualservices([vs], plugin_config, backends, ecds_path, http2)
+
+
+def envoy_from_virtualservices(vss: list[dict], plugin_config, backends: dict[str, int], ecds_path=None,
+                               http2=()) -> dict:
+    """An Envoy config with the routes Istio generates from VirtualServices on the
+    gateway: a virtual host per VirtualService for its hosts, a route per http entry (exact
+    header or regex path match, authority rewrite, destination cluster or direct
+    response), and a cluster per destination host, served by `backends[host]` (HTTP/2 for
+    the hosts in `http2`, as a DestinationRule's h2UpgradePolicy makes them)."""
+    virtual_hosts = []
+    for vs in vss:
+        routes = []
+        for http in vs["spec"]["http"]:
+            match = {"prefix": "/"}
+            for m in http.get("match", []):
+                if "uri" in m:
+                    match = {"safe_regex": {"regex": m["uri"]["regex"]}}
+                if "headers" in m:
+                    match["headers"] = [{"name": name, "string_match": {"exact": rule["exact"]}}
+                                        for name, rule in m["headers"].items()]
+            if "directResponse" in http:
+                action = {"direct_response": {"status": http["directResponse"]["status"],
+                                              "body": {"inline_string": http["directResponse"]["body"]["string"]}}}
+            else:
+                action = {"route": {"cluster": http["route"][0]["destination"]["host"]}}
+                if "rewrite" in http:
+                    action["route"]["host_rewrite_literal"] = http["rewrite"]["authority"]
+            routes.append({"match": match, **action})
+        virtual_hosts.append({"name": f"{vs['metadata']['namespace']}/{vs['metadata']['name']}",
+                              "domains": [d for h in vs["spec"]["hosts"] for d in (h, f"{h}:*")], "routes": routes})
     cfg = stack.envoy_config(stack.free_port(), stack.free_port(), plugin_config, backends, ecds_path=ecds_path,
                              http2=http2)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    hcm["route_config"]["virtual_hosts"] = [{
-        "name": "gateway", "domains": [d for h in vs["spec"]["hosts"] for d in (h, f"{h}:*")], "routes": routes}]
+    hcm["route_config"]["virtual_hosts"] = virtual_hosts
     return cfg
 
 
