@@ -5,6 +5,7 @@
 pub mod authority;
 pub mod mirror;
 pub mod model_path;
+pub mod openai;
 pub mod rng;
 pub mod split;
 pub mod steps;
