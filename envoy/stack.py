@@ -309,11 +309,14 @@ def write_ecds(path: Path, plugin_config, version: str, wasm: Path = WASM, name:
 
 def envoy_config(listen_port: int, admin_port: int, plugin_config, clusters: dict[str, int],
                  cluster_header: str = "x-canary-cluster", fallback_cluster: str | None = None,
-                 wasm: Path = WASM, ecds_path: Path | None = None, route_timeout: str = "30s") -> dict:
+                 wasm: Path = WASM, ecds_path: Path | None = None, route_timeout: str = "30s",
+                 pre_filters=(), buffer_limit: int | None = None) -> dict:
     """A listener with the filter, a route on `cluster_header`, one cluster per revision
     (name -> port on 127.0.0.1) and, for requests the filter did not route, either a 404
     or `fallback_cluster`. With `ecds_path`, the filter comes from that ECDS file
-    (written with `plugin_config` unless it is None) instead of inline."""
+    (written with `plugin_config` unless it is None) instead of inline. `pre_filters` are
+    HTTP filter entries placed before it (the OpenAI body filter of envoy/envoy.yaml), and
+    `buffer_limit` the listener's per-connection buffer limit."""
     if ecds_path is not None and plugin_config is not None:
         write_ecds(ecds_path, plugin_config, "0", wasm)
     canary_filter = ecds_filter(ecds_path) if ecds_path is not None else wasm_filter(plugin_config, wasm)
@@ -329,6 +332,7 @@ def envoy_config(listen_port: int, admin_port: int, plugin_config, clusters: dic
             "listeners": [{
                 "name": "ingress",
                 "address": {"socket_address": {"address": LOOPBACK, "port_value": listen_port}},
+                **({"per_connection_buffer_limit_bytes": buffer_limit} if buffer_limit else {}),
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": {
@@ -344,6 +348,7 @@ def envoy_config(listen_port: int, admin_port: int, plugin_config, clusters: dic
                                 {"match": {"prefix": "/"}, **fallback},
                             ]}]},
                         "http_filters": [
+                            *pre_filters,
                             canary_filter,
                             {"name": "envoy.filters.http.router", "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.filters.http."
