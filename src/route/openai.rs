@@ -17,9 +17,12 @@ use std::cell::Cell;
 use std::fmt;
 use std::ops::Range;
 
+use hashbrown::HashMap;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Serialize;
 use serde_json::value::RawValue;
+
+use crate::route::Choice;
 
 /// `openai.paths` when not configured: KServe's OpenAI routes, and vLLM-style servers'.
 pub const DEFAULT_PATHS: [&str; 8] = [
@@ -57,8 +60,9 @@ pub mod keys {
     pub const RESERVED: [&str; 3] = [MODEL, MODEL_TEXT, BODY];
 }
 
-/// The compiled `openai` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The compiled `openai` section, and every revision's `model` (here rather than on the
+/// revisions: a configuration without `openai` pays nothing for them).
+#[derive(Debug, Clone, Default)]
 pub struct OpenAi {
     /// Paths (without query) whose POST bodies name the model.
     pub(crate) paths: Vec<Box<str>>,
@@ -66,6 +70,10 @@ pub struct OpenAi {
     pub(crate) list_paths: Vec<Box<str>>,
     pub(crate) max_body: usize,
     pub(crate) namespace: Box<str>,
+    /// Service index -> per revision, the model sent upstream instead of the client's.
+    pub(crate) rewrites: HashMap<usize, Box<[Option<Box<str>>]>>,
+    /// The model list document (rendered when the configuration loads).
+    pub(crate) model_list: Box<str>,
 }
 
 impl OpenAi {
@@ -92,7 +100,38 @@ impl OpenAi {
             list_paths,
             max_body,
             namespace,
+            rewrites: HashMap::new(),
+            model_list: Box::from(""),
         }
+    }
+
+    /// Sets a service's per-revision `model`s (`None` where a revision keeps the client's).
+    pub fn set_rewrites(&mut self, service: usize, models: Vec<Option<Box<str>>>) {
+        if models.iter().any(Option::is_some) {
+            self.rewrites.insert(service, models.into_boxed_slice());
+        }
+    }
+
+    /// The model a revision sends upstream in place of the client's, if it has one.
+    pub fn revision_model(&self, choice: Choice) -> Option<&str> {
+        self.rewrites
+            .get(&choice.service)?
+            .get(choice.revision)?
+            .as_deref()
+    }
+
+    /// Whether some revision of `service` renames the model.
+    pub fn renames(&self, service: usize) -> bool {
+        self.rewrites.contains_key(&service)
+    }
+
+    /// The model list document, once `set_model_list` rendered it.
+    pub fn model_list(&self) -> &str {
+        &self.model_list
+    }
+
+    pub fn set_model_list(&mut self, document: String) {
+        self.model_list = document.into();
     }
 
     /// Whether a request path (query ignored) is one of `paths`.
@@ -120,7 +159,8 @@ impl OpenAi {
     }
 }
 
-fn without_query(path: &str) -> &str {
+/// A request path without its query (or fragment).
+pub fn without_query(path: &str) -> &str {
     path.split(['?', '#']).next().unwrap_or_default()
 }
 

@@ -2,4 +2,5 @@
 //! the timer needs for shared data, time and stats.
 
 mod filter;
+mod openai;
 mod shared;
