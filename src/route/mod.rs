@@ -924,6 +924,56 @@ mod tests {
     }
 
     #[test]
+    fn sticky_by_a_body_field_reads_it_only_where_stickiness_decides() {
+        let cfg = json!({"openai": {}, "services": [{"name": "llama", "models": ["llama"], "tagRouting": true,
+            "hosts": ["llama.example.com"],
+            "revisions": [{"name": "r1", "cluster": "c1", "model": "llama-1"}, {"name": "r2", "cluster": "c2"}],
+            "latestRolledoutRevision": "r1", "latestReadyRevision": "r2", "canaryTrafficPercent": 10,
+            "headerRoutes": [{"header": "traffic", "value": "test", "revision": "prev"}],
+            "sticky": {"bodyField": "user"}}]});
+        let r = parse(cfg.to_string().as_bytes()).unwrap();
+        let view = View::configured(&r);
+        let route = r.lookup_body_model(b"llama").unwrap();
+        let reads = RefCell::new(0);
+        let pick = |user: Option<&str>, traffic: Option<&str>| {
+            let out = r.decide_with(
+                route,
+                |h| {
+                    (h == "traffic")
+                        .then(|| traffic.map(str::to_owned))
+                        .flatten()
+                },
+                |field| {
+                    assert_eq!(field, "user");
+                    *reads.borrow_mut() += 1;
+                    user.map(str::to_owned)
+                },
+                &mut Rng::new(7),
+                &view,
+            );
+            out.unwrap().routed().unwrap().revision.to_owned()
+        };
+        let mut canary = 0;
+        for i in 0..2000 {
+            let user = format!("user-{i}");
+            let first = pick(Some(&user), None);
+            assert_eq!(pick(Some(&user), None), first);
+            canary += usize::from(first == "r2");
+        }
+        assert!((140..260).contains(&canary), "{canary} of 2000 at 10%");
+        // A header rule decides before stickiness: the body field is not read.
+        *reads.borrow_mut() = 0;
+        assert_eq!(pick(Some("user-1"), Some("test")), "r1");
+        assert_eq!(*reads.borrow(), 0);
+        // Without the field, or with an empty one, the split decides.
+        assert!(["r1", "r2"].contains(&pick(None, None).as_str()));
+        assert!(["r1", "r2"].contains(&pick(Some(""), None).as_str()));
+        // `decide` (no body) never reads one.
+        let out = r.decide(route, |_| None, &mut Rng::new(1), &view).unwrap();
+        assert!(out.routed().is_some());
+    }
+
+    #[test]
     fn services_are_independent() {
         let r = router();
         let d = decide(
