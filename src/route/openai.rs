@@ -402,9 +402,15 @@ pub fn unrouted(
             }
             Unrouted::Answer(ApiError::model_missing())
         }
+        // Not JSON, or (for json_to_metadata) not of an allowed content type.
         Some(keys::BODY_INVALID) => Unrouted::Answer(match encoding(&mut header) {
             Some(e) => ApiError::compressed(&e),
-            None => ApiError::invalid_json("the body is not a JSON document"),
+            None => match header("content-type") {
+                ct if is_json_content_type(ct.as_deref()) => {
+                    ApiError::invalid_json("the body is not a JSON document")
+                }
+                ct => ApiError::not_json_content(ct.as_deref()),
+            },
         }),
         _ => {
             if not_post(&mut header) {

@@ -63,7 +63,9 @@ def _loopback_init(self, *args, **kwargs):
 
 rest_server.RESTServer.__init__ = _loopback_init
 
-GATE_TIMEOUT_S = 20.0
+# Far beyond any client timeout of the tests: a gateway that buffered the stream would
+# make the client time out waiting for the first event.
+GATE_TIMEOUT_S = 120.0
 
 
 class EchoLLM(OpenAIGenerativeModel, OpenAIEncoderModel):
