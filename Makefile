@@ -38,7 +38,7 @@ REGISTRY ?=
 TLS_VERIFY ?= true
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PYTEST_ARGS ?=
-FUZZ_TARGETS := config authority header_values decision
+FUZZ_TARGETS := config authority header_values decision openai_body
 FUZZ_SECONDS ?= 60
 
 .PHONY: all toolchain tools wasm opt image push push-args venv demo test lint unit integration fuzz fuzz-short fuzz-tools bench bench-tools bench-filters bench-rollback soak fmt clean
