@@ -153,7 +153,7 @@ bench-tools:
 ## The benchmark's own tiny proxy-wasm filters (each its own crate and workspace).
 ## The variants export only the callbacks they implement, as the shipped filter does
 ## (`make opt`): the cheapest filter of each kind, so that the comparison is fair.
-BENCH_FILTERS := empty set_header floor_d floor_e hostcalls
+BENCH_FILTERS := empty set_header floor_d floor_e hostcalls floor_openai
 BENCH_BUILT := target/bench-filters/$(TARGET)/release
 BENCH_TRIMMED := target/bench-filters/trimmed
 BENCH_LIFECYCLE := memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate \
@@ -168,12 +168,14 @@ bench-filters: toolchain tools
 	@$(call trim_exports,$(BENCH_BUILT)/bench_set_header.wasm,$(BENCH_TRIMMED)/bench_set_header.wasm,$(BENCH_LIFECYCLE) proxy_on_request_headers)
 	@$(call trim_exports,$(BENCH_BUILT)/bench_floor_d.wasm,$(BENCH_TRIMMED)/bench_floor_d.wasm,$(BENCH_LIFECYCLE) proxy_on_request_headers proxy_on_response_headers)
 	@$(call trim_exports,$(BENCH_BUILT)/bench_floor_e.wasm,$(BENCH_TRIMMED)/bench_floor_e.wasm,$(BENCH_LIFECYCLE) proxy_on_request_headers proxy_on_response_headers)
+	@$(call trim_exports,$(BENCH_BUILT)/bench_floor_openai.wasm,$(BENCH_TRIMMED)/bench_floor_openai.wasm,$(BENCH_LIFECYCLE) proxy_on_request_headers)
 
 ## Cost per request on real Envoy (issue #6): instructions under callgrind, host calls,
 ## wrk rps and latency, .wasm size, on_configure time; prints and writes
 ## target/reports/bench.md. BENCH_PROFILE=1 keeps the callgrind dumps.
 bench: opt venv bench-tools bench-filters
 	$(PY) bench/bench.py
+	$(PY) bench/llm.py
 
 fmt:
 	cargo fmt
