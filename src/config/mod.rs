@@ -65,6 +65,7 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
         let renames = revision_models(service, llm.is_some()).map_err(fail)?;
         if let Some(o) = llm.as_mut() {
             o.set_rewrites(index, renames);
+            o.list(index, service.models.iter().map(|m| Box::from(&**m)));
         }
         register_hosts(&mut router, index, &compiled, service).map_err(fail)?;
         router.tag_routing |= !compiled.tags.is_empty();

@@ -287,17 +287,15 @@ impl Router {
         }
     }
 
-    /// Every public model name and the service that serves it, in configuration order of
-    /// the services.
+    /// Every public model name (with `openai`) and the service that serves it, in
+    /// configuration order.
     pub fn public_models(&self) -> Vec<(&str, &str)> {
-        let mut out: Vec<(usize, &str)> = self
-            .models
-            .iter()
-            .map(|(name, route)| (route.service, &**name))
-            .collect();
-        out.sort_unstable();
-        out.into_iter()
-            .filter_map(|(s, name)| Some((name, self.services.get(s)?.name())))
+        let Some(openai) = self.openai.as_deref() else {
+            return Vec::new();
+        };
+        openai
+            .listed()
+            .filter_map(|(s, model)| Some((model, self.services.get(s)?.name())))
             .collect()
     }
 

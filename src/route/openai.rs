@@ -17,7 +17,6 @@ use std::cell::Cell;
 use std::fmt;
 use std::ops::Range;
 
-use hashbrown::HashMap;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -60,6 +59,9 @@ pub mod keys {
     pub const RESERVED: [&str; 3] = [MODEL, MODEL_TEXT, BODY];
 }
 
+/// Per revision of a service, the model it sends upstream (`None`: the client's).
+pub type RevisionModels = Box<[Option<Box<str>>]>;
+
 /// The compiled `openai` section, and every revision's `model` (here rather than on the
 /// revisions: a configuration without `openai` pays nothing for them).
 #[derive(Debug, Clone, Default)]
@@ -70,8 +72,12 @@ pub struct OpenAi {
     pub(crate) list_paths: Vec<Box<str>>,
     pub(crate) max_body: usize,
     pub(crate) namespace: Box<str>,
-    /// Service index -> per revision, the model sent upstream instead of the client's.
-    pub(crate) rewrites: HashMap<usize, Box<[Option<Box<str>>]>>,
+    /// (service index, per revision the model sent upstream instead of the client's), in
+    /// service order (a sorted list: another map type would be another copy of the table
+    /// code in the .wasm).
+    pub(crate) rewrites: Vec<(usize, RevisionModels)>,
+    /// Every public model name and its service, in configuration order (for the list).
+    pub(crate) listed: Vec<(usize, Box<str>)>,
     /// The model list document (rendered when the configuration loads).
     pub(crate) model_list: Box<str>,
 }
@@ -100,7 +106,8 @@ impl OpenAi {
             list_paths,
             max_body,
             namespace,
-            rewrites: HashMap::new(),
+            rewrites: Vec::new(),
+            listed: Vec::new(),
             model_list: Box::from(""),
         }
     }
@@ -108,21 +115,40 @@ impl OpenAi {
     /// Sets a service's per-revision `model`s (`None` where a revision keeps the client's).
     pub fn set_rewrites(&mut self, service: usize, models: Vec<Option<Box<str>>>) {
         if models.iter().any(Option::is_some) {
-            self.rewrites.insert(service, models.into_boxed_slice());
+            let at = self.rewrites.partition_point(|(s, _)| *s < service);
+            self.rewrites
+                .insert(at, (service, models.into_boxed_slice()));
         }
+    }
+
+    fn service_rewrites(&self, service: usize) -> Option<&[Option<Box<str>>]> {
+        let at = self
+            .rewrites
+            .binary_search_by_key(&service, |(s, _)| *s)
+            .ok()?;
+        self.rewrites.get(at).map(|(_, r)| &**r)
     }
 
     /// The model a revision sends upstream in place of the client's, if it has one.
     pub fn revision_model(&self, choice: Choice) -> Option<&str> {
-        self.rewrites
-            .get(&choice.service)?
+        self.service_rewrites(choice.service)?
             .get(choice.revision)?
             .as_deref()
     }
 
     /// Whether some revision of `service` renames the model.
     pub fn renames(&self, service: usize) -> bool {
-        self.rewrites.contains_key(&service)
+        self.service_rewrites(service).is_some()
+    }
+
+    /// Adds a service's public model names, for the model list.
+    pub fn list(&mut self, service: usize, models: impl Iterator<Item = Box<str>>) {
+        self.listed.extend(models.map(|m| (service, m)));
+    }
+
+    /// `(service index, model)`, in configuration order.
+    pub fn listed(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.listed.iter().map(|(s, m)| (*s, &**m))
     }
 
     /// The model list document, once `set_model_list` rendered it.
@@ -536,11 +562,21 @@ pub fn inspect<'b>(body: &'b [u8], sticky_field: Option<&str>) -> Result<Inspect
     if body.get(span.clone()) != Some(text.as_bytes()) {
         return Err(BodyError::MissingModel);
     }
-    let model = match ModelValue.deserialize(&mut serde_json::Deserializer::from_str(text)) {
-        Ok(Ok(model)) => model,
-        Ok(Err(kind)) => return Err(BodyError::NotAString(kind)),
-        Err(e) => return Err(BodyError::Json(e)),
+    // `text` is a JSON value serde_json has just validated: its first byte says its type.
+    let kind = match text.as_bytes().first() {
+        Some(b'"') => None,
+        Some(b'{') => Some("an object"),
+        Some(b'[') => Some("an array"),
+        Some(b't' | b'f') => Some("a boolean"),
+        Some(b'n') => Some("null"),
+        _ => Some("a number"),
     };
+    if let Some(kind) = kind {
+        return Err(BodyError::NotAString(kind));
+    }
+    let model = StrValue
+        .deserialize(&mut serde_json::Deserializer::from_str(text))
+        .map_err(BodyError::Json)?;
     if model.is_empty() {
         return Err(BodyError::EmptyModel);
     }
@@ -650,65 +686,30 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
 }
 
-/// The model's value: its string (borrowed when it has no escapes), or the kind of JSON
-/// value it is instead.
-struct ModelValue;
+/// A JSON string, borrowed when it has no escapes.
+struct StrValue;
 
-impl<'de> DeserializeSeed<'de> for ModelValue {
-    type Value = Result<Cow<'de, str>, &'static str>;
+impl<'de> DeserializeSeed<'de> for StrValue {
+    type Value = Cow<'de, str>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
+        deserializer.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for ModelValue {
-    type Value = Result<Cow<'de, str>, &'static str>;
+impl<'de> Visitor<'de> for StrValue {
+    type Value = Cow<'de, str>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
+        f.write_str("a string")
     }
 
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Ok(Cow::Borrowed(v)))
+        Ok(Cow::Borrowed(v))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Ok(Cow::Owned(v.to_owned())))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Ok(Cow::Owned(v)))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Err("a boolean"))
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Err("a number"))
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Err("a number"))
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Err("a number"))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Err("null"))
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Err("an array"))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Err("an object"))
+        Ok(Cow::Owned(v.to_owned()))
     }
 }
 

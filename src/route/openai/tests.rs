@@ -351,16 +351,30 @@ fn unrouted_requests_are_classified_from_the_metadata() {
     // "invalid" for a content type it does not allow too).
     let (u, _) = why(None, &[("body", b"invalid")], &json);
     assert_eq!(status(&u), 400);
-    let (u, _) = why(None, &[("body", b"invalid")], &[("content-encoding", "gzip")]);
+    let (u, _) = why(
+        None,
+        &[("body", b"invalid")],
+        &[("content-encoding", "gzip")],
+    );
     assert_eq!(u, Unrouted::Answer(ApiError::compressed("gzip")));
     let (u, _) = why(
         None,
         &[("body", b"invalid")],
-        &[("content-encoding", "identity"), ("content-type", "application/json")],
+        &[
+            ("content-encoding", "identity"),
+            ("content-type", "application/json"),
+        ],
     );
     assert_eq!(status(&u), 400);
-    let (u, _) = why(None, &[("body", b"invalid")], &[("content-type", "text/plain")]);
-    assert_eq!(u, Unrouted::Answer(ApiError::not_json_content(Some("text/plain"))));
+    let (u, _) = why(
+        None,
+        &[("body", b"invalid")],
+        &[("content-type", "text/plain")],
+    );
+    assert_eq!(
+        u,
+        Unrouted::Answer(ApiError::not_json_content(Some("text/plain")))
+    );
     // No metadata at all: the content type says whether Envoy should have left some.
     let (u, _) = why(None, &[], &json);
     assert_eq!(u, Unrouted::Misconfigured);
