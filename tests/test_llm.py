@@ -488,3 +488,34 @@ def test_a_hanging_model_server_delays_no_other_model(envoy, servers):
     # The hung requests end with the route's timeout (504) or are answered once it runs.
     assert len(hung) == 3 and set(hung) <= {504, "answered"}, hung
     assert wait_for(lambda: {chat(client(envoy))[0] for _ in range(20)} == {R1, R2}, timeout=10.0)
+
+
+def test_a_body_followed_by_trailers_is_checked_and_renamed(tmp_path):
+    """Trailers make json_to_metadata pass the body in one callback and the trailers in
+    another: canary-router holds the body and renames it in the trailers callback."""
+    pre, limit = shipped_openai_side()
+    echo = stack.EchoBackend("c1")
+    svc = {"name": "llama", "models": [LLAMA], "revisions": [{"name": R1, "cluster": "c1", "model": V1}]}
+    cfg = stack.envoy_config(stack.free_port(), stack.free_port(), {"openai": {}, "services": [svc]},
+                             {"c1": echo.port}, pre_filters=pre, buffer_limit=limit)
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_protocol_options"] = {"enable_trailers": True}
+    try:
+        with stack.Envoy(cfg, tmp_path) as e:
+            # The second is routed on the model Envoy's parser kept (the last), then refused
+            # by canary-router's own parse in the trailers callback.
+            for body, status in ((b'{"model": "llama-3-8b", "x": 1}', 200), (b'{"model": 1, "model": "llama-3-8b"}', 400)):
+                with socket.create_connection((stack.LOOPBACK, e.port), timeout=10) as s:
+                    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: m\r\ncontent-type: application/json\r\n"
+                              b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                              + b"%x\r\n%s\r\n0\r\nx-trailer: 1\r\n\r\n" % (len(body), body))
+                    answer = b""
+                    while chunk := s.recv(65536):
+                        answer += chunk
+                assert answer.startswith(b"HTTP/1.1 %d" % status), answer[:300]
+            received = [r["body"] for r in echo.received]
+            assert received[0] == b'{"model": "llama-3-8b-v1", "x": 1}'
+            # At most the refused request's headers reached the upstream, never its body.
+            assert all(not b for b in received[1:]), received
+    finally:
+        echo.stop()
