@@ -172,7 +172,8 @@ bench-filters: toolchain tools
 
 ## Cost per request on real Envoy (issue #6): instructions under callgrind, host calls,
 ## wrk rps and latency, .wasm size, on_configure time; prints and writes
-## target/reports/bench.md. BENCH_PROFILE=1 keeps the callgrind dumps.
+## target/reports/bench.md. BENCH_PROFILE=1 keeps the callgrind dumps. Then the LLM
+## variants (issue #15, bench/llm.py): target/reports/bench-llm.md.
 bench: opt venv bench-tools bench-filters
 	$(PY) bench/bench.py
 	$(PY) bench/llm.py
