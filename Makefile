@@ -42,7 +42,7 @@ REGISTRY ?=
 TLS_VERIFY ?= true
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PYTEST_ARGS ?=
-FUZZ_TARGETS := config authority header_values decision
+FUZZ_TARGETS := config authority header_values decision openai_body
 FUZZ_SECONDS ?= 60
 
 .PHONY: all toolchain tools wasm opt cli cli-dev check-shipped image push push-args venv demo test lint unit integration fuzz fuzz-short fuzz-tools bench bench-grpc bench-grpc-filters bench-tools bench-filters bench-rollback soak fmt clean
@@ -176,7 +176,7 @@ bench-tools:
 ## The benchmark's own tiny proxy-wasm filters (each its own crate and workspace).
 ## The variants export only the callbacks they implement, as the shipped filter does
 ## (`make opt`): the cheapest filter of each kind, so that the comparison is fair.
-BENCH_FILTERS := empty set_header floor_d floor_e hostcalls
+BENCH_FILTERS := empty set_header floor_d floor_e hostcalls floor_openai
 BENCH_BUILT := target/bench-filters/$(TARGET)/release
 BENCH_TRIMMED := target/bench-filters/trimmed
 BENCH_LIFECYCLE := memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate \
@@ -191,13 +191,17 @@ bench-filters: toolchain tools
 	@$(call trim_exports,$(BENCH_BUILT)/bench_set_header.wasm,$(BENCH_TRIMMED)/bench_set_header.wasm,$(BENCH_LIFECYCLE) proxy_on_request_headers)
 	@$(call trim_exports,$(BENCH_BUILT)/bench_floor_d.wasm,$(BENCH_TRIMMED)/bench_floor_d.wasm,$(BENCH_LIFECYCLE) proxy_on_request_headers proxy_on_response_headers)
 	@$(call trim_exports,$(BENCH_BUILT)/bench_floor_e.wasm,$(BENCH_TRIMMED)/bench_floor_e.wasm,$(BENCH_LIFECYCLE) proxy_on_request_headers proxy_on_response_headers)
+	@$(call trim_exports,$(BENCH_BUILT)/bench_floor_openai.wasm,$(BENCH_TRIMMED)/bench_floor_openai.wasm,$(BENCH_LIFECYCLE) proxy_on_request_headers)
 
 ## Cost per request on real Envoy (issue #6): instructions under callgrind, host calls,
 ## wrk rps and latency, .wasm size, on_configure time; prints and writes
-## target/reports/bench.md. BENCH_PROFILE=1 keeps the callgrind dumps.
+## target/reports/bench.md. BENCH_PROFILE=1 keeps the callgrind dumps. Then the gRPC
+## variant (issue #13, bench/grpc_bench.py: target/reports/bench-grpc.md) and the LLM
+## variants (issue #15, bench/llm.py: target/reports/bench-llm.md).
 bench: opt venv bench-tools bench-filters bench-grpc-filters
 	$(PY) bench/bench.py
 	$(PY) bench/grpc_bench.py
+	$(PY) bench/llm.py
 
 ## The gRPC variant alone (issue #13): instructions per unary call, canary-router against
 ## the floor filter, under callgrind; writes target/reports/bench-grpc.md. It also runs

@@ -328,13 +328,15 @@ def cluster(name: str, port: int, http2: bool = False) -> dict:
 def envoy_config(listen_port: int, admin_port: int, plugin_config, clusters: dict[str, int],
                  cluster_header: str = "x-canary-cluster", fallback_cluster: str | None = None,
                  wasm: Path = WASM, ecds_path: Path | None = None, route_timeout: str = "30s",
-                 http2: Collection[str] = ()) -> dict:
+                 http2: Collection[str] = (), pre_filters=(), buffer_limit: int | None = None) -> dict:
     """A listener with the filter, a route on `cluster_header`, one cluster per revision
     (name -> port on 127.0.0.1) and, for requests the filter did not route, either a 404
     or `fallback_cluster`. With `ecds_path`, the filter comes from that ECDS file
     (written with `plugin_config` unless it is None) instead of inline. The listener
     takes HTTP/1.1 and h2c (gRPC clients); the clusters named in `http2` speak HTTP/2 to
-    their upstream (gRPC servers), the others HTTP/1.1."""
+    their upstream (gRPC servers), the others HTTP/1.1. `pre_filters` are HTTP filter
+    entries placed before the filter (the OpenAI body filter of envoy/envoy.yaml), and
+    `buffer_limit` the listener's per-connection buffer limit."""
     if ecds_path is not None and plugin_config is not None:
         write_ecds(ecds_path, plugin_config, "0", wasm)
     canary_filter = ecds_filter(ecds_path) if ecds_path is not None else wasm_filter(plugin_config, wasm)
@@ -350,6 +352,7 @@ def envoy_config(listen_port: int, admin_port: int, plugin_config, clusters: dic
             "listeners": [{
                 "name": "ingress",
                 "address": {"socket_address": {"address": LOOPBACK, "port_value": listen_port}},
+                **({"per_connection_buffer_limit_bytes": buffer_limit} if buffer_limit else {}),
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": {
@@ -368,6 +371,7 @@ def envoy_config(listen_port: int, admin_port: int, plugin_config, clusters: dic
                                 {"match": {"prefix": "/"}, **fallback},
                             ]}]},
                         "http_filters": [
+                            *pre_filters,
                             canary_filter,
                             {"name": "envoy.filters.http.router", "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.filters.http."

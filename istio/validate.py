@@ -15,6 +15,7 @@ import sys
 import yaml
 from cloudcoil.models.istio.extensions import v1alpha1 as extensions
 from cloudcoil.models.istio.networking import v1 as networking
+from cloudcoil.models.istio.networking import v1alpha3 as networking_v1alpha3
 from pydantic import ValidationError
 
 MODELS = {
@@ -22,9 +23,11 @@ MODELS = {
     ("networking.istio.io/v1", "Gateway"): networking.Gateway,
     ("networking.istio.io/v1", "VirtualService"): networking.VirtualService,
     ("networking.istio.io/v1", "DestinationRule"): networking.DestinationRule,
+    ("networking.istio.io/v1alpha3", "EnvoyFilter"): networking_v1alpha3.EnvoyFilter,
 }
 # Free-form by design (google.protobuf.Struct): not checked key by key.
-FREE_FORM = {"pluginConfig", "labels", "annotations", "matchLabels"}
+# An EnvoyFilter patch's `value` is Envoy configuration (also a Struct).
+FREE_FORM = {"pluginConfig", "labels", "annotations", "matchLabels", "value"}
 
 
 def dropped_keys(given, kept, path="") -> list[str]:

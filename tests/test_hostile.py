@@ -1,6 +1,7 @@
 """Hostile and odd requests on real Envoy (2 workers): each is routed correctly or passed
 through, never reaches a cluster it should not, and never crashes the filter's VM."""
 
+import json
 import re
 import socket
 
@@ -194,3 +195,109 @@ def test_hostile_requests(envoy, backends):
         dict(r["headers"]).get("host", "").startswith("sklearn-iris-predictor-00002") for r in backends["c2"].received)
     assert stack.request(envoy.port, "/", host=HOST).status == 200
     print(f"{len(CASES)} hostile request classes tried")
+
+
+# --- Hostile OpenAI bodies (LLM canaries: the body's model routes the request) -----------
+
+LLM_PATH = "/openai/v1/chat/completions"
+
+
+@pytest.fixture
+def llm_envoy(start_envoy):
+    from test_llm import shipped_openai_side
+    pre, limit = shipped_openai_side()
+    svc = {"name": "llama", "models": ["llama"], "sticky": {"bodyField": "user"},
+           "revisions": [{"name": "r1", "cluster": "c1", "model": "llama-v1"},
+                         {"name": "r2", "cluster": "c2", "model": "llama-v2"}],
+           "latestRolledoutRevision": "r1", "latestReadyRevision": "r2", "canaryTrafficPercent": 50}
+    return start_envoy({"openai": {}, "services": [svc]}, concurrency=2, pre_filters=pre, buffer_limit=limit)
+
+
+def llm_post(envoy, body: bytes, headers=()):
+    return stack.request(envoy.port, LLM_PATH, host="models.example.com", body=body,
+                         headers=[("content-type", "application/json"), *headers], timeout=30)
+
+
+def error_code(r):
+    assert r.header("content-type") == "application/json", r
+    return r.json()["error"]["code"]
+
+
+def test_hostile_openai_bodies(llm_envoy, backends):
+    envoy = llm_envoy
+    created = vm_restarts(envoy)
+    refused = []  # full bodies no revision may ever receive
+    # The model of every JSON type but a string.
+    for value, code in (("5", "invalid_type"), ("-2.5e300", "invalid_type"), ("true", "invalid_type"),
+                        ("false", "invalid_type"), ("null", "missing_required_parameter"),
+                        ("[]", "missing_required_parameter"), ('["llama"]', "missing_required_parameter"),
+                        ("{}", "missing_required_parameter"), ('""', "missing_required_parameter"),
+                        ('"\\u0000"', "model_not_found"), ('"llama\\n"', "model_not_found")):
+        body = b'{"model": %s, "messages": []}' % value.encode()
+        r = llm_post(envoy, body)
+        assert (r.status, error_code(r)) in ((400, code), (404, code)), (value, r)
+        refused.append(body)
+    # Duplicate keys, escaped or not, whichever one Envoy's parser keeps.
+    for body in (b'{"model": "llama", "model": "llama"}', b'{"model": "other", "mod\\u0065l": "llama"}',
+                 b'{"mod\\u0065l": "llama", "model": "llama"}'):
+        r = llm_post(envoy, body)
+        assert (r.status, error_code(r)) == (400, "duplicate_parameter"), (body, r)
+        refused.append(body)
+    # An escaped key alone is the key; an escaped value is the value.
+    for body in (b'{"mod\\u0065l": "llama", "user": "u1"}', b'{"model": "ll\\u0061ma", "user": "u1"}'):
+        r = llm_post(envoy, body)
+        assert r.status == 200 and r.header("x-canary-revision") in ("r1", "r2"), (body, r)
+        got = backends[r.header("x-backend")].received[-1]["body"]
+        revision_model = {"r1": b"llama-v1", "r2": b"llama-v2"}[r.header("x-canary-revision")]
+        assert json.loads(got)["model"] == revision_model.decode()
+        assert got.replace(b'"' + revision_model + b'"', b"", 1) == body.replace(
+            b'"llama"' if b'"llama"' in body else b'"ll\\u0061ma"', b"", 1)
+    # Deep nesting: what Envoy's parser refuses is refused; what it takes, serde_json takes
+    # without recursion.
+    deep = b'{"model": "llama", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    r = llm_post(envoy, deep)
+    assert (r.status, error_code(r)) == (400, "invalid_json"), r
+    refused.append(deep)
+    nested = b'{"model": "llama", "x": ' + b"[" * 200 + b"]" * 200 + b"}"
+    r = llm_post(envoy, nested)
+    assert r.status in (200, 400), r
+    # Huge strings: a model too long for metadata; a 900 KB field that passes whole.
+    r = llm_post(envoy, b'{"model": "' + b"l" * 100_000 + b'"}')
+    assert r.status in (400, 404) and error_code(r) in ("missing_required_parameter", "model_not_found"), r
+    big = b'{"model": "llama", "prompt": "' + b"\xc3\xa9" * 450_000 + b'"}'
+    r = llm_post(envoy, big)
+    assert r.status == 200, r
+    got = backends[r.header("x-backend")].received[-1]["body"]
+    assert got.replace(b'"llama-v1"', b'"llama"').replace(b'"llama-v2"', b'"llama"') == big
+    # Invalid UTF-8 and other non-JSON.
+    for body in (b'{"model": "ll\xffama"}', b'{"model": "llama", "x": "\xc3\x28"}', b'{"model": "\\ud800"}',
+                 b'\xef\xbb\xbf{"model": "llama"}', b'{"model": "llama"} {"model": "llama"}', b"\x00" * 64):
+        r = llm_post(envoy, body)
+        assert r.status == 400, (body, r)
+        refused.append(body)
+    # One-byte chunks: Envoy's body filter gathers them; the whole body is checked.
+    body = b'{"model": "llama", "user": "chunky", "messages": [{"role": "user", "content": "hi"}]}'
+    with socket.create_connection((stack.LOOPBACK, envoy.port), timeout=10) as s:
+        s.sendall(f"POST {LLM_PATH} HTTP/1.1\r\nHost: models.example.com\r\ncontent-type: application/json\r\n"
+                  f"transfer-encoding: chunked\r\nconnection: close\r\n\r\n".encode())
+        for byte in body:
+            s.sendall(b"1\r\n" + bytes([byte]) + b"\r\n")
+        s.sendall(b"0\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert any(b.replace(b'"llama-v1"', b'"llama"').replace(b'"llama-v2"', b'"llama"') == body
+               for b in (r["body"] for name in ("c1", "c2") for r in backends[name].received)), answer
+    # A spoofed cluster header does not route an unknown model.
+    r = llm_post(envoy, b'{"model": "gpt"}', headers=[("x-canary-cluster", "c2")])
+    assert (r.status, error_code(r)) == (404, "model_not_found")
+    # No revision ever received a refused body whole (rewritten or not); no VM restarted.
+    def unrewritten(b):
+        return b.replace(b'"llama-v1"', b'"llama"', 1).replace(b'"llama-v2"', b'"llama"', 1)
+
+    received = [r["body"] for name in ("c1", "c2") for r in backends[name].received]
+    for body in refused:
+        assert not any(b == body or unrewritten(b) == body for b in received), body[:80]
+    assert vm_restarts(envoy) == created
+    assert "panicked" not in envoy.log() and "Wasm VM failed" not in envoy.log()

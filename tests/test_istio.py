@@ -60,6 +60,10 @@ BROKEN = {
     "rewrite typo": ("VirtualService", ("spec", "http", 0, "rewrite"), {"authorty": SVC1}),
     "gateway protocol type": ("Gateway", ("spec", "servers", 0, "port", "protocol"), 80),
     "gateway hosts as string": ("Gateway", ("spec", "servers", 0, "hosts"), HOST),
+    "envoyfilter applyTo typo": ("EnvoyFilter", ("spec", "configPatches", 0, "applyTo"), "HTTP_FILTERS"),
+    "envoyfilter operation typo": ("EnvoyFilter", ("spec", "configPatches", 0, "patch", "operation"), "INSERT_FIST"),
+    "envoyfilter context typo": ("EnvoyFilter", ("spec", "configPatches", 0, "match", "context"), "INGRESS"),
+    "envoyfilter match typo": ("EnvoyFilter", ("spec", "configPatches", 0, "match", "listner"), {}),
 }
 
 
@@ -183,3 +187,20 @@ def wait_until_all(envoy, backend, timeout=5.0, run=50):
         if all(stack.request(envoy.port, "/", host=HOST).header("x-backend") == backend for _ in range(run)):
             return True
     return False
+
+
+def test_the_llm_envoyfilter_carries_envoy_yamls_body_filter_and_buffer_limit():
+    """The EnvoyFilter puts exactly the entry the LLM tests run (envoy/envoy.yaml's, in
+    front of canary-router) first in the gateway's HTTP filters, and its buffer limit."""
+    shipped = yaml.safe_load((stack.ROOT / "envoy" / "envoy.yaml").read_text())
+    listener = shipped["static_resources"]["listeners"][0]
+    filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    wasm = next(i for i, f in enumerate(filters) if f["name"] == "envoy.filters.http.wasm")
+    envoy_filter = doc_of_kind("EnvoyFilter")
+    patches = envoy_filter["spec"]["configPatches"]
+    inserted = [p["patch"]["value"] for p in patches if p["applyTo"] == "HTTP_FILTER"]
+    assert inserted == filters[:wasm]
+    assert [p["patch"]["operation"] for p in patches if p["applyTo"] == "HTTP_FILTER"] == ["INSERT_FIRST"]
+    merged = [p["patch"]["value"] for p in patches if p["applyTo"] == "LISTENER"]
+    assert merged == [{"per_connection_buffer_limit_bytes": listener["per_connection_buffer_limit_bytes"]}]
+    assert envoy_filter["spec"]["workloadSelector"]["labels"] == docs("wasmplugin.yaml")[0]["spec"]["selector"]["matchLabels"]

@@ -19,7 +19,7 @@ use crate::route::grpc::{ErrorCodes, MAX_CODE};
 use crate::route::mirror::{
     Mirror, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MS, MAX_BODY_BYTES_LIMIT,
 };
-use crate::route::model_path;
+use crate::route::openai::{self, OpenAi};
 use crate::route::split::Split;
 use crate::route::steps::{parse_rfc3339, Steps};
 use crate::route::{
@@ -27,8 +27,8 @@ use crate::route::{
     DEFAULT_CLUSTER_HEADER, DEFAULT_REVISION_HEADER, DEFAULT_TAG_HEADER,
 };
 use raw::{
-    Names, RawConfig, RawHealthCheck, RawMirror, RawOutlier, RawRevision, RawService, RawSteps,
-    RawSticky, RawTarget,
+    Names, RawConfig, RawHealthCheck, RawMirror, RawOpenAi, RawOutlier, RawRevision, RawService,
+    RawSteps, RawSticky, RawTarget,
 };
 
 /// Parses and validates a plugin configuration (the JSON Envoy hands to `on_configure`,
@@ -47,6 +47,7 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
         ..Router::default()
     };
     let mut names = HashSet::with_capacity(raw.services.len());
+    let mut llm = top.openai;
     for (index, service) in raw.services.iter().enumerate() {
         let name = &*service.name;
         if name.is_empty() {
@@ -61,11 +62,25 @@ pub fn parse(bytes: &[u8]) -> Result<Router, ConfigError> {
             }));
         }
         let compiled =
-            compile_service(service, &top.cluster_header, &top.tag_header).map_err(fail)?;
+            compile_service(service, &top.cluster_header, &top.tag_header, llm.is_some())
+                .map_err(fail)?;
+        let renames = revision_models(service, llm.is_some()).map_err(fail)?;
+        if let Some(o) = llm.as_mut() {
+            o.set_rewrites(index, renames);
+            o.list(index, service.models.iter().map(|m| Box::from(&**m)));
+        }
         register_hosts(&mut router, index, &compiled, service).map_err(fail)?;
         router.tag_routing |= !compiled.tags.is_empty();
         router.services.push(compiled);
     }
+    if llm.is_some() && router.models.is_empty() {
+        return Err(ConfigError::top(ErrorKind::Missing {
+            field: "openai",
+            reason: "no service lists models, so no request can be routed by the model in its body"
+                .into(),
+        }));
+    }
+    router.openai = llm.map(Box::new);
     router.cluster_header = top.cluster_header.into();
     router.revision_header = top.revision_header.into();
     router.tag_header = top.tag_header.into();
@@ -149,6 +164,7 @@ struct TopLevel {
     tag_header: String,
     status_path: Option<Box<str>>,
     grpc_error_codes: ErrorCodes,
+    openai: Option<OpenAi>,
 }
 
 fn top_level(raw: &RawConfig<'_>) -> Result<TopLevel, ConfigError> {
@@ -186,12 +202,18 @@ fn top_level(raw: &RawConfig<'_>) -> Result<TopLevel, ConfigError> {
         Some(codes) => grpc_error_codes(codes).map_err(ConfigError::top)?,
         None => ErrorCodes::default(),
     };
+    let openai = raw
+        .openai
+        .as_deref()
+        .map(|o| openai_section(o).map_err(ConfigError::top))
+        .transpose()?;
     Ok(TopLevel {
         cluster_header,
         revision_header,
         tag_header,
         status_path,
         grpc_error_codes,
+        openai,
     })
 }
 
@@ -223,6 +245,103 @@ fn grpc_error_codes(codes: &[i64]) -> Result<ErrorCodes, ErrorKind> {
     Ok(ErrorCodes::new(&valid))
 }
 
+/// The `openai` section: paths (default: KServe's and vLLM's), the body limit and the
+/// metadata namespace json_to_metadata writes into.
+fn openai_section(raw: &RawOpenAi<'_>) -> Result<OpenAi, ErrorKind> {
+    let paths: Vec<Box<str>> = match &raw.paths {
+        None => openai::DEFAULT_PATHS
+            .iter()
+            .map(|p| Box::from(*p))
+            .collect(),
+        Some(paths) => {
+            if paths.is_empty() {
+                return Err(ErrorKind::EmptyValue {
+                    field: "openai.paths".into(),
+                });
+            }
+            let mut out: Vec<Box<str>> = Vec::with_capacity(paths.len());
+            for (i, p) in paths.iter().enumerate() {
+                let field = format!("openai.paths[{i}]");
+                let path = url_path(&field, p)?;
+                if path.contains(['?', '#']) {
+                    return Err(ErrorKind::InvalidValue {
+                        field,
+                        value: p.to_string(),
+                        reason: "a path without query: requests match it whatever their query",
+                    });
+                }
+                if out.contains(&path) {
+                    return Err(ErrorKind::InvalidValue {
+                        field,
+                        value: p.to_string(),
+                        reason: "listed twice",
+                    });
+                }
+                out.push(path);
+            }
+            out
+        }
+    };
+    let max_body = bounded(
+        "openai.maxBodyBytes",
+        raw.max_body_bytes,
+        openai::DEFAULT_MAX_BODY_BYTES as u64,
+        1,
+        openai::MAX_BODY_BYTES_LIMIT,
+    )?;
+    let namespace = match raw.metadata_namespace.as_deref() {
+        None => openai::DEFAULT_NAMESPACE.into(),
+        Some(ns) => {
+            names::header_value(ns).map_err(|reason| ErrorKind::InvalidValue {
+                field: "openai.metadataNamespace".into(),
+                value: ns.to_owned(),
+                reason,
+            })?;
+            Box::from(ns)
+        }
+    };
+    Ok(OpenAi::new(
+        paths,
+        usize::try_from(max_body).unwrap_or(usize::MAX),
+        raw.list_models.unwrap_or(false),
+        namespace,
+    ))
+}
+
+/// Each revision's `model` (the name sent upstream in OpenAI bodies instead of the
+/// client's): a model name, for a service that lists the public names it replaces.
+fn revision_models(raw: &RawService<'_>, openai: bool) -> Result<Vec<Option<Box<str>>>, ErrorKind> {
+    let mut out = Vec::with_capacity(raw.revisions.len());
+    for (i, revision) in raw.revisions.iter().enumerate() {
+        let Some(model) = revision.model.as_deref() else {
+            out.push(None);
+            continue;
+        };
+        let field = || format!("revisions[{i}].model");
+        names::model_name(model).map_err(|reason| ErrorKind::InvalidValue {
+            field: field(),
+            value: model.to_owned(),
+            reason,
+        })?;
+        if !openai {
+            return Err(ErrorKind::InvalidValue {
+                field: field(),
+                value: model.to_owned(),
+                reason: "a revision's model is used in OpenAI bodies: it needs the top-level openai section",
+            });
+        }
+        if raw.models.is_empty() {
+            return Err(ErrorKind::InvalidValue {
+                field: field(),
+                value: model.to_owned(),
+                reason: "it replaces the service's public model names: the service must list them in models",
+            });
+        }
+        out.push(Some(Box::from(model)));
+    }
+    Ok(out)
+}
+
 fn header_field(field: &str, value: Option<&str>, default: &str) -> Result<String, ConfigError> {
     match value {
         None => Ok(default.to_owned()),
@@ -242,6 +361,7 @@ fn compile_service(
     raw: &RawService<'_>,
     cluster_header: &str,
     tag_header: &str,
+    openai: bool,
 ) -> Result<Service, ErrorKind> {
     let revisions = compile_revisions(&raw.revisions)?;
     // A scan: services have a few revisions (and compile_revisions is quadratic anyway),
@@ -343,7 +463,8 @@ fn compile_service(
         });
     }
 
-    if raw.hosts.is_empty() {
+    // A service reached only by model (path or OpenAI body) needs no host.
+    if raw.hosts.is_empty() && raw.models.is_empty() {
         return Err(ErrorKind::EmptyValue {
             field: "hosts".into(),
         });
@@ -385,13 +506,12 @@ fn compile_service(
     let probe_authority = raw
         .hosts
         .first()
-        .map(|h| host_key(h))
-        .unwrap_or_default()
+        .map_or_else(|| "localhost".to_owned(), |h| host_key(h))
         .into_boxed_str();
     let sticky = raw
         .sticky
         .as_deref()
-        .map(|s| sticky(s, cluster_header, tag_header))
+        .map(|s| sticky(s, cluster_header, tag_header, openai))
         .transpose()?;
     let exact = match raw.split.as_deref() {
         None | Some("random") => false,
@@ -411,13 +531,11 @@ fn compile_service(
     };
 
     for (i, model) in raw.models.iter().enumerate() {
-        if !model_path::valid(model) {
-            return Err(ErrorKind::InvalidValue {
-                field: format!("models[{i}]"),
-                value: model.to_string(),
-                reason: "a model name starts with a letter or digit, then letters, digits, '-', '_', '.'",
-            });
-        }
+        names::model_name(model).map_err(|reason| ErrorKind::InvalidValue {
+            field: format!("models[{i}]"),
+            value: model.to_string(),
+            reason,
+        })?;
     }
 
     let mirror = raw
@@ -760,9 +878,37 @@ fn sticky(
     raw: &RawSticky<'_>,
     cluster_header: &str,
     tag_header: &str,
+    openai: bool,
 ) -> Result<Sticky, ErrorKind> {
-    match (raw.header.as_deref(), raw.cookie.as_deref()) {
-        (Some(h), None) => {
+    match (
+        raw.header.as_deref(),
+        raw.cookie.as_deref(),
+        raw.body_field.as_deref(),
+    ) {
+        (None, None, Some(field)) => {
+            let invalid = |reason| ErrorKind::InvalidValue {
+                field: "sticky.bodyField".into(),
+                value: field.to_owned(),
+                reason,
+            };
+            if field.is_empty() || field.chars().any(char::is_control) {
+                return Err(invalid(
+                    "a top-level field name of OpenAI bodies, such as \"user\"",
+                ));
+            }
+            if openai::keys::RESERVED.contains(&field) {
+                return Err(invalid(
+                    "the model (or a metadata key canary-router reserves): every user would share one bucket",
+                ));
+            }
+            if !openai {
+                return Err(invalid(
+                    "body fields are read on OpenAI paths only: it needs the top-level openai section",
+                ));
+            }
+            Ok(Sticky::BodyField(field.into()))
+        }
+        (Some(h), None, None) => {
             let name = names::header_name(h).map_err(|reason| ErrorKind::InvalidHeaderName {
                 field: "sticky.header".into(),
                 value: h.to_string(),
@@ -777,7 +923,7 @@ fn sticky(
             }
             Ok(Sticky::Header(name.into()))
         }
-        (None, Some(c)) => {
+        (None, Some(c), None) => {
             if c.is_empty()
                 || !c
                     .bytes()
@@ -793,8 +939,16 @@ fn sticky(
         }
         _ => Err(ErrorKind::InvalidValue {
             field: "sticky".into(),
-            value: "header and cookie".into(),
-            reason: "set exactly one of header or cookie",
+            value: [
+                raw.header.as_ref().map(|_| "header"),
+                raw.cookie.as_ref().map(|_| "cookie"),
+                raw.body_field.as_ref().map(|_| "bodyField"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" and "),
+            reason: "set exactly one of header, cookie or bodyField",
         }),
     }
 }
@@ -896,13 +1050,14 @@ fn grpc_probe(raw: &RawHealthCheck<'_>, service: &str) -> Result<ProbeKind, Erro
                 reason: "only ModelReady asks about a model",
             })
         }
-        Some(model) if !model_path::valid(model) => return Err(ErrorKind::InvalidValue {
-            field: "healthCheck.model".into(),
-            value: model.into(),
-            reason:
-                "a model name starts with a letter or digit, then letters, digits, '-', '_', '.'",
-        }),
-        Some(model) => model,
+        Some(model) => {
+            names::model_name(model).map_err(|reason| ErrorKind::InvalidValue {
+                field: "healthCheck.model".into(),
+                value: model.into(),
+                reason,
+            })?;
+            model
+        }
         None => service,
     };
     Ok(ProbeKind::Grpc(GrpcProbe {

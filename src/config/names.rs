@@ -153,6 +153,29 @@ pub fn header_name(value: &str) -> Result<String, &'static str> {
     Ok(lower)
 }
 
+/// A model name (`models`, a revision's `model`): what KServe and vLLM servers accept as
+/// a model id, Hugging Face style included (`meta-llama/Llama-3-8B`, `llama3:8b`): a
+/// letter or digit, then letters, digits and `-_.:/`, at most 253 bytes. Names with `/` or
+/// `:` can be reached by OpenAI bodies only, not by model paths.
+pub fn model_name(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        return Err("empty");
+    }
+    let valid = value
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && value.len() <= 253
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err("a model name starts with a letter or digit, then letters, digits, '-', '_', '.', ':', '/' (at most 253)")
+    }
+}
+
 /// A value the filter writes into a header (cluster and revision names): visible ASCII
 /// and inner spaces only, so it can never split or corrupt a header.
 pub fn header_value(value: &str) -> Result<(), &'static str> {

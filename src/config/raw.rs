@@ -85,6 +85,7 @@ object_only!(
     RawSticky<'a>,
     RawSteps<'a>,
     RawMirror<'a>,
+    RawOpenAi<'a>,
 );
 
 #[derive(Deserialize)]
@@ -103,7 +104,21 @@ pub(super) struct RawConfig<'a> {
     pub metrics: Option<bool>,
     pub grpc_error_codes: Option<Vec<i64>>,
     #[serde(borrow)]
+    pub openai: Option<Box<RawOpenAi<'a>>>,
+    #[serde(borrow)]
     pub services: Vec<RawService<'a>>,
+}
+
+/// OpenAI-style requests, routed by the model in their body.
+#[derive(Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawOpenAi<'a> {
+    #[serde(borrow)]
+    pub paths: Option<Vec<Text<'a>>>,
+    pub max_body_bytes: Option<u64>,
+    pub list_models: Option<bool>,
+    #[serde(borrow)]
+    pub metadata_namespace: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -111,7 +126,8 @@ pub(super) struct RawConfig<'a> {
 pub(super) struct RawService<'a> {
     #[serde(borrow)]
     pub name: Text<'a>,
-    #[serde(borrow)]
+    // May be left out by a service that lists `models`.
+    #[serde(borrow, default)]
     pub hosts: Vec<Text<'a>>,
     #[serde(borrow)]
     pub revisions: Vec<RawRevision<'a>>,
@@ -152,6 +168,9 @@ pub(super) struct RawRevision<'a> {
     pub cluster: Text<'a>,
     #[serde(borrow)]
     pub host: Option<Text<'a>>,
+    /// The model name sent upstream in OpenAI bodies instead of the client's.
+    #[serde(borrow)]
+    pub model: Option<Text<'a>>,
 }
 
 /// A Knative traffic target.
@@ -217,6 +236,8 @@ pub(super) struct RawSticky<'a> {
     pub header: Option<Text<'a>>,
     #[serde(borrow)]
     pub cookie: Option<Text<'a>>,
+    #[serde(borrow)]
+    pub body_field: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]

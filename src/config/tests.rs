@@ -1147,3 +1147,112 @@ fn grpc_probes_need_cluster_names_their_target_can_carry() {
     http["services"][0]["healthCheck"] = json!({});
     load(&http);
 }
+
+/// The LLM canary of issue #15.
+fn llm_example() -> Value {
+    json!({
+        "openai": {"maxBodyBytes": 65536, "listModels": true},
+        "services": [{
+            "name": "llama", "models": ["llama-3-8b", "meta-llama/Llama-3-8B:instruct"],
+            "revisions": [
+                {"name": "llama-predictor-00001", "cluster": "llama-00001", "model": "llama-3-8b-v1"},
+                {"name": "llama-predictor-00002", "cluster": "llama-00002", "model": "llama-3-8b-v2"},
+                {"name": "llama-predictor-00003", "cluster": "llama-00003"}],
+            "latestRolledoutRevision": "llama-predictor-00001",
+            "latestReadyRevision": "llama-predictor-00002",
+            "canaryTrafficPercent": 10,
+            "sticky": {"bodyField": "user"}
+        }, {
+            "name": "bert", "hosts": ["bert.example.com"], "models": ["bert"],
+            "revisions": [{"name": "bert-1", "cluster": "bert-1"}]
+        }]
+    })
+}
+
+#[test]
+fn the_openai_section_and_revision_models() {
+    use crate::route::Choice;
+    let r = load(&llm_example());
+    let o = r.openai().expect("openai");
+    assert_eq!(o.max_body(), 65536);
+    assert_eq!(o.namespace(), "canary-router");
+    assert_eq!(o.paths().count(), 8);
+    assert!(o.is_model_path("/openai/v1/chat/completions?x=1") && o.is_list_path("/v1/models"));
+    let choice = |service, revision| Choice { service, revision };
+    assert_eq!(r.revision_model(choice(0, 0)), Some("llama-3-8b-v1"));
+    assert_eq!(r.revision_model(choice(0, 1)), Some("llama-3-8b-v2"));
+    assert_eq!(r.revision_model(choice(0, 2)), None);
+    assert_eq!(r.revision_model(choice(1, 0)), None);
+    assert!(r.reads_bodies(0) && !r.reads_bodies(1));
+    assert_eq!(r.services()[0].sticky_body_field(), Some("user"));
+    // A model names one service; Hugging Face style names are model names too.
+    assert_eq!(
+        r.lookup_body_model(b"meta-llama/Llama-3-8B:instruct")
+            .map(|h| h.service()),
+        Some(0)
+    );
+    assert_eq!(r.lookup_body_model(b"bert").map(|h| h.service()), Some(1));
+    assert!(
+        r.lookup_body_model(b"llama-3-8b-v1").is_none() && r.lookup_body_model(b"\xff").is_none()
+    );
+    assert!(r.serves_model(0, b"llama-3-8b") && !r.serves_model(1, b"llama-3-8b"));
+    assert_eq!(
+        r.public_models(),
+        [
+            ("llama-3-8b", "llama"),
+            ("meta-llama/Llama-3-8B:instruct", "llama"),
+            ("bert", "bert")
+        ]
+    );
+    // A service reached only by model needs no host; it probes with `localhost`.
+    assert_eq!(&*r.services()[0].probe_authority, "localhost");
+}
+
+#[test]
+fn the_openai_section_defaults_and_choices() {
+    let r = load(
+        &json!({"openai": {}, "services": [{"name": "m", "models": ["m"],
+        "revisions": [{"name": "m1", "cluster": "m1"}]}]}),
+    );
+    let o = r.openai().unwrap();
+    assert_eq!(o.max_body(), 1 << 20);
+    assert!(!o.is_list_path("/v1/models"), "the model list is opt-in");
+    let r = load(
+        &json!({"openai": {"paths": ["/x/v1/chat/completions", "/chat"], "metadataNamespace": "llm",
+        "listModels": true}, "services": [{"name": "m", "models": ["m"],
+        "revisions": [{"name": "m1", "cluster": "m1"}]}]}),
+    );
+    let o = r.openai().unwrap();
+    assert!(o.is_model_path("/chat") && !o.is_model_path("/v1/chat/completions"));
+    assert!(o.is_list_path("/x/v1/models") && !o.is_list_path("/v1/models"));
+    assert_eq!(o.namespace(), "llm");
+    // Without `openai`, nothing of it.
+    assert!(load(&kserve_example()).openai().is_none());
+}
+
+#[test]
+fn llm_rules_are_enforced() {
+    let mut v = llm_example();
+    v["openai"]["paths"] = json!(["/v1/completions", "/v1/completions"]);
+    assert!(reject(&v).contains("openai.paths[1]: \"/v1/completions\" is invalid: listed twice"));
+    let mut v = llm_example();
+    v["openai"]["paths"] = json!([]);
+    assert!(reject(&v).contains("openai.paths: must not be empty"));
+    let mut v = llm_example();
+    v["openai"]["maxBodyBytes"] = json!(64u64 << 20 | 1);
+    assert!(reject(&v).contains("openai.maxBodyBytes"));
+    let mut v = llm_example();
+    v["services"][0]["sticky"] = json!({"bodyField": "body"});
+    assert!(reject(&v).contains("sticky.bodyField: \"body\" is invalid"));
+    let mut v = llm_example();
+    v["services"][0]["sticky"] = json!({});
+    assert!(reject(&v)
+        .contains("sticky: \"\" is invalid: set exactly one of header, cookie or bodyField"));
+    let mut v = llm_example();
+    v["services"][1]["models"] = json!(["llama-3-8b"]);
+    assert!(reject(&v)
+        .contains("service \"bert\": models[0]: \"llama-3-8b\" is invalid: another service"));
+    let mut v = llm_example();
+    v["services"][0]["revisions"][0]["model"] = json!("");
+    assert!(reject(&v).contains("revisions[0].model: \"\" is invalid"));
+}

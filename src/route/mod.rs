@@ -6,6 +6,7 @@ pub mod authority;
 pub mod grpc;
 pub mod mirror;
 pub mod model_path;
+pub mod openai;
 pub mod rng;
 pub mod split;
 pub mod steps;
@@ -39,9 +40,12 @@ pub struct Router {
     pub(crate) grpc_error_codes: crate::route::grpc::ErrorCodes,
     /// Every authority the filter answers, plain and tagged, lowercased without port.
     pub(crate) hosts: HashMap<Box<str>, HostRoute>,
-    /// Model name -> service, for requests whose host no service has.
+    /// Model name -> service, for requests whose host no service has (model paths, and
+    /// OpenAI bodies).
     pub(crate) models: HashMap<Box<str>, HostRoute>,
     pub(crate) services: Vec<Service>,
+    /// OpenAI-style requests: routed by the model in their body (see `openai`).
+    pub(crate) openai: Option<Box<crate::route::openai::OpenAi>>,
 }
 
 #[derive(Debug)]
@@ -80,6 +84,8 @@ pub struct Policies {
 pub enum Sticky {
     Header(Box<str>),
     Cookie(Box<str>),
+    /// A top-level field of an OpenAI body (read from the metadata Envoy left).
+    BodyField(Box<str>),
 }
 
 /// KServe's pair: `ready` is latestReadyRevision, `rolled` latestRolledoutRevision.
@@ -176,6 +182,7 @@ impl Default for Router {
             hosts: HashMap::default(),
             models: HashMap::default(),
             services: Vec::new(),
+            openai: None,
         }
     }
 }
@@ -247,6 +254,59 @@ impl Router {
             .get(crate::route::model_path::model_from_path(path)?)
     }
 
+    /// The `openai` section, if configured.
+    pub fn openai(&self) -> Option<&crate::route::openai::OpenAi> {
+        self.openai.as_deref()
+    }
+
+    /// The service a model name in an OpenAI body selects (the bytes Envoy's metadata
+    /// holds: a string's, or those of another JSON type, which name no model).
+    pub fn lookup_body_model(&self, model: &[u8]) -> Option<&HostRoute> {
+        self.models.get(std::str::from_utf8(model).ok()?)
+    }
+
+    /// Whether `model` is one of the public model names of `service`.
+    pub fn serves_model(&self, service: usize, model: &[u8]) -> bool {
+        self.lookup_body_model(model)
+            .is_some_and(|r| r.service == service)
+    }
+
+    /// The model name a revision sends upstream in place of the client's, if it has one.
+    pub fn revision_model(&self, choice: Choice) -> Option<&str> {
+        self.openai.as_ref()?.revision_model(choice)
+    }
+
+    /// Whether an OpenAI request routed to `service` by its host needs its body read: a
+    /// revision renames the model, or users stick by a body field.
+    pub fn reads_bodies(&self, service: usize) -> bool {
+        self.openai.as_ref().is_some_and(|o| o.renames(service))
+            || self
+                .services
+                .get(service)
+                .is_some_and(|s| s.sticky_body_field().is_some())
+    }
+
+    /// Renders the `openai` model list (`created`: when the configuration loaded, in
+    /// seconds since the epoch).
+    pub fn render_model_list(&mut self, created: u64) {
+        let list = crate::route::openai::model_list(self.public_models().into_iter(), created);
+        if let Some(openai) = self.openai.as_mut() {
+            openai.set_model_list(list);
+        }
+    }
+
+    /// Every public model name (with `openai`) and the service that serves it, in
+    /// configuration order.
+    pub fn public_models(&self) -> Vec<(&str, &str)> {
+        let Some(openai) = self.openai.as_deref() else {
+            return Vec::new();
+        };
+        openai
+            .listed()
+            .filter_map(|(s, model)| Some((model, self.services.get(s)?.name())))
+            .collect()
+    }
+
     /// Picks the revision: tag, then header routes (first match), then the split that
     /// `view` says is in effect. `header` reads one request header; it is called at most
     /// once per rule, and only for untagged requests of services that have rules.
@@ -254,12 +314,29 @@ impl Router {
     pub fn decide<'a, H>(
         &'a self,
         route: &'a HostRoute,
-        mut header: H,
+        header: H,
         rng: &mut Rng,
         view: &View,
     ) -> Option<Outcome<'a>>
     where
         H: FnMut(&str) -> Option<String>,
+    {
+        self.decide_with(route, header, |_| None, rng, view)
+    }
+
+    /// As `decide`, for requests whose body fields a sticky `bodyField` may read:
+    /// `body_field` reads one (called at most once, only where stickiness decides).
+    pub fn decide_with<'a, H, B>(
+        &'a self,
+        route: &'a HostRoute,
+        mut header: H,
+        mut body_field: B,
+        rng: &mut Rng,
+        view: &View,
+    ) -> Option<Outcome<'a>>
+    where
+        H: FnMut(&str) -> Option<String>,
+        B: FnMut(&str) -> Option<String>,
     {
         let service = self.services.get(route.service)?;
         let state = view.service(route.service);
@@ -281,13 +358,14 @@ impl Router {
                     Some(rule) => (rule, None, true),
                     None => {
                         let split = state.map_or(&service.split, |s| &s.split);
-                        let revision = match sticky_value(service.sticky(), &mut header) {
-                            Some(value) => split.for_bucket(sticky_bucket(&value)),
-                            None => match state.filter(|_| service.exact) {
-                                Some(s) => s.interleave.pick(split),
-                                None => split.pick(rng),
-                            },
-                        };
+                        let revision =
+                            match sticky_value(service.sticky(), &mut header, &mut body_field) {
+                                Some(value) => split.for_bucket(sticky_bucket(&value)),
+                                None => match state.filter(|_| service.exact) {
+                                    Some(s) => s.interleave.pick(split),
+                                    None => split.pick(rng),
+                                },
+                            };
                         (revision, None, false)
                     }
                 }
@@ -324,13 +402,15 @@ impl Router {
 }
 
 /// The identity a sticky service assigns by, if the request carries one.
-fn sticky_value<H>(sticky: Option<&Sticky>, header: &mut H) -> Option<String>
+fn sticky_value<H, B>(sticky: Option<&Sticky>, header: &mut H, body_field: &mut B) -> Option<String>
 where
     H: FnMut(&str) -> Option<String>,
+    B: FnMut(&str) -> Option<String>,
 {
     let value = match sticky? {
         Sticky::Header(name) => header(name)?,
         Sticky::Cookie(name) => cookie_value(&header("cookie")?, name)?.to_owned(),
+        Sticky::BodyField(name) => body_field(name)?,
     };
     (!value.is_empty()).then_some(value)
 }
@@ -391,6 +471,14 @@ impl Service {
 
     pub fn mirror(&self) -> Option<&crate::route::mirror::Mirror> {
         self.policies.as_ref()?.mirror.as_ref()
+    }
+
+    /// The sticky body field, if this service assigns users by one.
+    pub fn sticky_body_field(&self) -> Option<&str> {
+        match self.sticky()? {
+            Sticky::BodyField(name) => Some(name),
+            _ => None,
+        }
     }
 
     /// The configured split at `now_ms` (the current step's, with steps).
@@ -839,6 +927,56 @@ mod tests {
             .map(|_| pick(&r, &view, "exact.example.com", &[]))
             .collect();
         assert_eq!(picks.iter().filter(|p| *p == "e2").count(), 3, "{picks:?}");
+    }
+
+    #[test]
+    fn sticky_by_a_body_field_reads_it_only_where_stickiness_decides() {
+        let cfg = json!({"openai": {}, "services": [{"name": "llama", "models": ["llama"], "tagRouting": true,
+            "hosts": ["llama.example.com"],
+            "revisions": [{"name": "r1", "cluster": "c1", "model": "llama-1"}, {"name": "r2", "cluster": "c2"}],
+            "latestRolledoutRevision": "r1", "latestReadyRevision": "r2", "canaryTrafficPercent": 10,
+            "headerRoutes": [{"header": "traffic", "value": "test", "revision": "prev"}],
+            "sticky": {"bodyField": "user"}}]});
+        let r = parse(cfg.to_string().as_bytes()).unwrap();
+        let view = View::configured(&r);
+        let route = r.lookup_body_model(b"llama").unwrap();
+        let reads = RefCell::new(0);
+        let pick = |user: Option<&str>, traffic: Option<&str>| {
+            let out = r.decide_with(
+                route,
+                |h| {
+                    (h == "traffic")
+                        .then(|| traffic.map(str::to_owned))
+                        .flatten()
+                },
+                |field| {
+                    assert_eq!(field, "user");
+                    *reads.borrow_mut() += 1;
+                    user.map(str::to_owned)
+                },
+                &mut Rng::new(7),
+                &view,
+            );
+            out.unwrap().routed().unwrap().revision.to_owned()
+        };
+        let mut canary = 0;
+        for i in 0..2000 {
+            let user = format!("user-{i}");
+            let first = pick(Some(&user), None);
+            assert_eq!(pick(Some(&user), None), first);
+            canary += usize::from(first == "r2");
+        }
+        assert!((140..260).contains(&canary), "{canary} of 2000 at 10%");
+        // A header rule decides before stickiness: the body field is not read.
+        *reads.borrow_mut() = 0;
+        assert_eq!(pick(Some("user-1"), Some("test")), "r1");
+        assert_eq!(*reads.borrow(), 0);
+        // Without the field, or with an empty one, the split decides.
+        assert!(["r1", "r2"].contains(&pick(None, None).as_str()));
+        assert!(["r1", "r2"].contains(&pick(Some(""), None).as_str()));
+        // `decide` (no body) never reads one.
+        let out = r.decide(route, |_| None, &mut Rng::new(1), &view).unwrap();
+        assert!(out.routed().is_some());
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::route::mirror::{self, Capture, Outbox, Skip, Ticket};
 use crate::route::rng::Rng;
 use crate::route::{Choice, Outcome, Router};
 use crate::wasm::grpc;
+use crate::wasm::openai::{self, Llm};
 use crate::wasm::shared::{self, now_ms, now_us, Stats, PREFIX};
 
 /// Health timer period: rollback and ejection decisions land within a few of these.
@@ -48,7 +49,7 @@ proxy_wasm::main! {{
 /// A header value as text. RFC 9110 allows bytes 0x80-0xFF (obs-text) in field values and
 /// Envoy passes them on; the SDK's string getters would panic on them, so read bytes and
 /// replace what is not UTF-8 (nothing the filter matches contains U+FFFD by accident).
-fn header(map: MapType, name: &str) -> Option<String> {
+pub(super) fn header(map: MapType, name: &str) -> Option<String> {
     let bytes = hostcalls::get_map_value_bytes(map, name).ok()??;
     Some(
         String::from_utf8(bytes)
@@ -647,13 +648,14 @@ impl RootContext for CanaryRoot {
         self.rng.set(Rng::new(seed()));
         let started = now_us();
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        let router = match config::parse(&bytes) {
+        let mut router = match config::parse(&bytes) {
             Ok(router) => router,
             Err(e) => {
                 error!("configuration rejected: {e}");
                 return false;
             }
         };
+        router.render_model_list(now_ms() / 1000);
         let plan = Plan::new(&router);
         self.fingerprint = format!("{:016x}", fingerprint(&bytes));
         self.loaded_at = now_ms();
@@ -743,6 +745,7 @@ impl RootContext for CanaryRoot {
             slot: None,
             trailers_slot: None,
             capture: None,
+            llm: None,
         }))
     }
 
@@ -766,6 +769,8 @@ struct CanaryHttp {
     outbox: Rc<Outbox>,
     /// A shadow copy being taken while the request body passes.
     capture: Option<Capture>,
+    /// An OpenAI request routed by its body's model, until its body is checked.
+    llm: Option<Llm>,
 }
 
 impl CanaryHttp {
@@ -833,6 +838,25 @@ impl CanaryHttp {
         }
     }
 
+    /// After an OpenAI body callback: once the body is through, the request is a plain
+    /// one; if the filter answered it, the revision neither served it nor is named.
+    fn llm_done(&mut self, done: Result<Action, ()>, end_of_stream: bool) -> Action {
+        match done {
+            Ok(action) => {
+                if end_of_stream {
+                    self.llm = None;
+                }
+                action
+            }
+            Err(()) => {
+                self.llm = None;
+                self.choice = None;
+                self.slot = None;
+                Action::Pause
+            }
+        }
+    }
+
     /// The request ended (body or trailers): the copy is complete.
     fn finish_mirror(&mut self) {
         if let Some(capture) = self.capture.take() {
@@ -874,16 +898,29 @@ impl HttpContext for CanaryHttp {
             }
             route = path.as_deref().and_then(|p| router.lookup_model(p));
         }
+        // OpenAI paths: the body's model (from Envoy's metadata) picks the service.
+        let mut pending = None;
+        if let Some(o) = router.openai() {
+            match openai::start(&router, o, route, &mut path) {
+                openai::Start::Other => {}
+                openai::Start::Answered => return Action::Pause,
+                openai::Start::Body(r, p) => (route, pending) = (Some(r), Some(p)),
+            }
+        }
         // A tag header the decision read and found absent needs no stripping.
         let mut tag_absent = false;
         let outcome = route.and_then(|route| {
             let mut rng = self.rng.get();
-            let outcome = router.decide(
+            let outcome = router.decide_with(
                 route,
                 |name| {
                     let value = header(MapType::HttpRequestHeaders, name);
                     tag_absent |= value.is_none() && name == router.tag_header();
                     value
+                },
+                |field| match (&pending, router.openai()) {
+                    (Some(_), Some(o)) => openai::body_field(o, field),
+                    _ => None,
                 },
                 &mut rng,
                 &self.view,
@@ -912,6 +949,15 @@ impl HttpContext for CanaryHttp {
                     .services()
                     .get(choice.service)
                     .map_or("", |s| s.name());
+                if pending.is_some() {
+                    let e = crate::route::openai::ApiError::unavailable(
+                        revision,
+                        service,
+                        reason.as_str(),
+                    );
+                    openai::answer(&e, Some((router.revision_header(), revision)));
+                    return Action::Pause;
+                }
                 let message = format!(
                     "revision {revision} of service {service} is {}\n",
                     reason.as_str()
@@ -933,6 +979,7 @@ impl HttpContext for CanaryHttp {
                 if d.by_split {
                     self.start_mirror(&router, d.choice, authority.as_deref(), end_of_stream);
                 }
+                self.llm = pending.map(|p| Llm::routed(&router, p, d.choice));
                 self.choice = Some(d.choice);
                 let slot = self.plan.slot(d.choice.service, d.choice.revision);
                 if let Some(slot) = slot {
@@ -945,6 +992,17 @@ impl HttpContext for CanaryHttp {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(llm) = self.llm.as_mut() {
+            let router = Rc::clone(&self.router);
+            let done = llm.on_body(
+                &router,
+                body_size,
+                end_of_stream,
+                &mut self.capture,
+                &self.outbox,
+            );
+            return self.llm_done(done, end_of_stream);
+        }
         let Some(capture) = self.capture.as_mut() else {
             return Action::Continue;
         };
@@ -970,6 +1028,11 @@ impl HttpContext for CanaryHttp {
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let Some(llm) = self.llm.as_ref() {
+            let router = Rc::clone(&self.router);
+            let done = llm.on_trailers(&router, &mut self.capture, &self.outbox);
+            return self.llm_done(done, true);
+        }
         self.finish_mirror();
         Action::Continue
     }

@@ -3,4 +3,5 @@
 
 mod filter;
 mod grpc;
+mod openai;
 mod shared;
