@@ -621,10 +621,10 @@ def configure_alone(workdir: Path, runs: int = CONFIGURE_RUNS) -> list[dict]:
             pass
         pid = envoy.proc.pid if envoy.proc else -1
         for m in re.finditer(r"^\[[^\]]*\]\[(\d+)\]\[\w+\]\[wasm\] .*?"
-                             r"configuration loaded in ([\d.]+) ms(?:, VM memory ([\d.]+) MiB)?: (\d+) service",
+                             r"configuration loaded in ([\d.]+) ms(?:, VM memory (\d+) KiB)?: (\d+) service",
                              envoy.log(), re.M):
             out.append({"ms": float(m.group(2)), "thread": "main" if int(m.group(1)) == pid else "worker",
-                        "memory_mib": float(m.group(3) or "nan"), "services": int(m.group(4)), "run": run})
+                        "memory_mib": float(m.group(3) or "nan") / 1024, "services": int(m.group(4)), "run": run})
     if not out:
         raise SystemExit(f"no on_configure time in {workdir}/configure-*/envoy.log")
     return out
@@ -634,7 +634,7 @@ def configure_times(log: str, pid: int) -> dict[str, list[dict]]:
     """`configuration loaded in X ms` lines per variant, with the thread they ran in."""
     out: dict[str, list[dict]] = collections.defaultdict(list)
     for m in re.finditer(r"^\[[^\]]*\]\[(\d+)\]\[\w+\]\[wasm\] .*?wasm log (bench-\w+).*?"
-                         r"configuration loaded in ([\d.]+) ms(?:, VM memory [\d.]+ MiB)?: (\d+) service", log, re.M):
+                         r"configuration loaded in ([\d.]+) ms(?:, VM memory \d+ KiB)?: (\d+) service", log, re.M):
         tid, name, ms, services = int(m.group(1)), m.group(2), float(m.group(3)), int(m.group(4))
         out[name.removeprefix("bench-")].append(
             {"ms": ms, "thread": "main" if tid == pid else "worker", "services": services})

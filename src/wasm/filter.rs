@@ -708,9 +708,9 @@ impl RootContext for CanaryRoot {
         // The time and the VM's memory (wasm memory only grows: this is the high-water
         // mark) are part of the line so that operators and the benchmark can read them.
         let elapsed = now_us().saturating_sub(started);
-        let memory = core::arch::wasm32::memory_size::<0>() as f64 * 65536.0 / 1048576.0;
+        let memory_kib = core::arch::wasm32::memory_size::<0>() * 64;
         info!(
-            "configuration loaded in {}.{:03} ms, VM memory {memory:.1} MiB: {}",
+            "configuration loaded in {}.{:03} ms, VM memory {memory_kib} KiB: {}",
             elapsed / 1000,
             elapsed % 1000,
             self.router.summary()
