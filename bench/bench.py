@@ -644,6 +644,38 @@ def configure_times(log: str, pid: int) -> dict[str, list[dict]]:
 IDLE_SECONDS = 5.0
 
 
+def callgrind_window(pid: int, cg_dir: Path, label: str, action, log_path: Path | None = None) -> Dump:
+    """Zero the counters of the Envoy under callgrind with `pid`, run `action` (it returns
+    the number of requests it sent), dump: the instructions `action` caused. With
+    `log_path`, the health events Envoy logged meanwhile go to `dump.events`. BENCH_PROFILE
+    keeps the dump in `cg_dir` as `callgrind.<label>.out`."""
+    def control(*args):
+        subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
+
+    log_at = log_path.stat().st_size if log_path else 0
+    before = set(cg_dir.iterdir())
+    t = time.monotonic()
+    control("-z")
+    requests = action()
+    control("-d", f"bench-{label}")
+    took = time.monotonic() - t
+    new = sorted(set(cg_dir.iterdir()) - before, key=lambda p: p.stat().st_mtime)
+    if not new:
+        sys.exit(f"no callgrind dump for {label}")
+    path = new[-1]
+    if PROFILE:
+        path = path.rename(cg_dir / f"callgrind.{label}.out")
+    dump = Dump(path, label)
+    if not PROFILE:
+        path.unlink()
+    dump.seconds, dump.requests = took, requests or 0
+    if log_path:
+        with open(log_path, errors="replace") as f:
+            f.seek(log_at)
+            dump.events = [line.strip() for line in f if HEALTH_EVENTS.search(line)]
+    return dump
+
+
 def instructions(ports, admin_port, config_path, workdir, group: str, variants: list[str]) -> dict[str, Dump]:
     """Envoy under callgrind with the listeners of `variants`: one dump per variant (plus
     the idle and calibration ones)."""
@@ -664,28 +696,7 @@ def instructions(ports, admin_port, config_path, workdir, group: str, variants: 
         check_variants(ports, variants)
 
         def window(label: str, action) -> Dump:
-            """Zero the counters, run `action`, dump: the instructions `action` caused."""
-            log_at = log_path.stat().st_size
-            before = set(cg_dir.iterdir())
-            t = time.monotonic()
-            control("-z")
-            requests = action()
-            control("-d", f"bench-{label}")
-            took = time.monotonic() - t
-            new = sorted(set(cg_dir.iterdir()) - before, key=lambda p: p.stat().st_mtime)
-            if not new:
-                sys.exit(f"no callgrind dump for {label}")
-            path = new[-1]
-            if PROFILE:
-                path = path.rename(cg_dir / f"callgrind.{label}.out")
-            dump = Dump(path, label)
-            if not PROFILE:
-                path.unlink()
-            dump.seconds, dump.requests = took, requests or 0
-            with open(log_path, errors="replace") as f:
-                f.seek(log_at)
-                dump.events = [line.strip() for line in f if HEALTH_EVENTS.search(line)]
-            return dump
+            return callgrind_window(proc.pid, cg_dir, label, action, log_path)
 
         if "e" in variants:
             wait_e_ready(admin_port, 60)  # the idle window has e's probes succeed

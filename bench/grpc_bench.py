@@ -166,19 +166,7 @@ def measure(workdir: Path) -> tuple[dict[str, bench.Dump], bench.Timers, bench.H
         check(ports)
 
         def window(label: str, action) -> bench.Dump:
-            before = set(cg_dir.iterdir())
-            t = time.monotonic()
-            control("-z")
-            requests = action()
-            control("-d", f"bench-{label}")
-            took = time.monotonic() - t
-            new = sorted(set(cg_dir.iterdir()) - before, key=lambda p: p.stat().st_mtime)
-            if not new:
-                sys.exit(f"no callgrind dump for {label}")
-            dump = bench.Dump(new[-1], label)
-            new[-1].unlink()
-            dump.seconds, dump.requests = took, requests or 0
-            return dump
+            return bench.callgrind_window(proc.pid, cg_dir, label, action)
 
         dumps["idle"] = window("idle", lambda: time.sleep(bench.IDLE_SECONDS))
         bench.hey(ports[bench.CALIBRATION], bench.CAL_WARMUP, bench.CALIBRATION)

@@ -209,20 +209,7 @@ def main():
         check(ports, requests)
 
         def window(label: str, action) -> bench.Dump:
-            before = set(cg_dir.iterdir())
-            t = time.monotonic()
-            control("-z")
-            n = action()
-            control("-d", f"bench-{label}")
-            took = time.monotonic() - t
-            new = sorted(set(cg_dir.iterdir()) - before, key=lambda p: p.stat().st_mtime)
-            if not new:
-                sys.exit(f"no callgrind dump for {label}")
-            d = bench.Dump(new[-1], label)
-            if not bench.PROFILE:
-                new[-1].unlink()
-            d.seconds, d.requests = took, n or 0
-            return d
+            return bench.callgrind_window(proc.pid, cg_dir, label, action)
 
         dumps["idle"] = window("idle", lambda: time.sleep(bench.IDLE_SECONDS))
         hey(ports[bench.CALIBRATION], bench.CAL_WARMUP, (bench.HOST, "/", None))
